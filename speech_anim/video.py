@@ -1,0 +1,241 @@
+"""Video files: read frames, write H.264 + AAC talking-head videos, and probe what a file holds."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VideoError
+
+WRITE_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
+# Audio may be this much longer or shorter than the frames (in frames) before write_video warns
+# that the caller probably paired the wrong audio and frames.
+_AUDIO_SLACK_FRAMES = 1.0
+
+
+def read_video(path) -> tuple[np.ndarray, float]:
+    """All frames of a video as T×H×W×3 uint8 RGB, and its frame rate."""
+    import imageio_ffmpeg
+
+    path = _existing(path)
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        meta = next(reader)
+        width, height = meta["size"]
+        frames = [np.frombuffer(buffer, np.uint8).reshape(height, width, 3) for buffer in reader]
+    except (OSError, RuntimeError, StopIteration, KeyError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        frames = None
+    if frames is None and _has_only_audio(path):
+        raise VideoError(f"{path} has no video stream, only sound: pass a video file")
+    if frames is None:
+        raise VideoError(f"cannot read video {path} ({reason}): the file is corrupt or not a video")
+    if not frames:
+        raise VideoError(f"{path} has no video frames: pass a video file, not an audio-only one")
+    fps = float(meta.get("fps") or 0)
+    if not fps > 0:
+        raise VideoError(f"{path} does not state its frame rate: re-encode it, e.g. ffmpeg -i IN -r 25 OUT.mp4")
+    return np.stack(frames), fps
+
+
+def write_video(path, frames, fps: float, audio=None, sample_rate: int = 16000) -> Path:
+    """Write frames (T×H×W×3 uint8 RGB) and optional mono audio as H.264 (yuv420p) + AAC.
+
+    The video lasts exactly T / fps. Audio is cut or zero padded to that length, so the container
+    is never stretched by a longer sound track; pairing frames with the right amount of audio
+    (see `audio.num_frames`) is the caller's job. Odd frame sizes are padded by one edge pixel to
+    the even size yuv420p needs. moviepy states the frame rate to ffmpeg with two decimals
+    (30000/1001 is written as 29.97). The file appears under `path` only once complete.
+    """
+    from moviepy import VideoClip
+
+    path = Path(path)
+    if path.suffix.lower() not in WRITE_EXTENSIONS:
+        others = ", ".join(WRITE_EXTENSIONS[1:])
+        raise VideoError(f"cannot write '{path.suffix or path.name}' videos: name the output *.mp4 (or {others})")
+    frames = _check_frames(frames)
+    if not (np.isfinite(fps) and fps > 0):
+        raise VideoError(f"fps must be a positive number, got {fps}")
+    if audio is not None:
+        audio = _fit_audio(audio, len(frames) / fps, sample_rate, fps)
+
+    # yuv420p stores colour at half resolution, so both sides must be even.
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+    count = len(frames)
+
+    # A VideoClip indexing the array directly, not ImageSequenceClip: that one searches all T
+    # start times for every frame it writes, and sums float durations that can skip a frame.
+    def frame_at(time):
+        return frames[min(int(round(time * fps)), count - 1)]
+
+    # moviepy writes int(duration * fps) frames; half a frame of margin keeps float error from
+    # dropping the last one without adding another.
+    clip = VideoClip(frame_at, duration=(count + 0.5) / fps)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder (so the final rename is atomic), same suffix (ffmpeg picks the container from it).
+    partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="speech_anim_") as scratch:
+            audio_file = False
+            if audio is not None:
+                import soundfile
+
+                # Handing moviepy a WAV file instead of an AudioArrayClip: moviepy 2.1's
+                # AudioArrayClip turns a mono array into two interleaved channels that ffmpeg
+                # then reads as mono, doubling the sound track's length (measured: 3 s -> 6 s).
+                audio_file = os.path.join(scratch, "audio.wav")
+                soundfile.write(audio_file, audio, sample_rate, subtype="FLOAT")
+            clip.write_videofile(
+                str(partial),
+                fps=fps,
+                codec="libx264",
+                audio=audio_file,
+                audio_codec="aac",
+                temp_audiofile_path=scratch,
+                # moviepy 2.1 appends its own "-pix_fmt yuva420p" for even sizes; libx264 cannot
+                # store alpha and ffmpeg falls back to yuv420p (the tests probe the result).
+                ffmpeg_params=["-pix_fmt", "yuv420p", "-crf", "18", "-movflags", "+faststart"],
+                logger=None,
+            )
+        os.replace(partial, path)
+    except (OSError, RuntimeError, ValueError) as error:
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise VideoError(
+            f"could not write {path} ({reason}): check the folder is writable and the disk has space"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+        clip.close()
+    return path
+
+
+def probe(path) -> dict:
+    """What a media file holds: duration (s), width, height, fps, pixel_format, video_codec,
+    audio_codec (None for a stream the file lacks). Uses ffprobe when on PATH, else `ffmpeg -i`."""
+    path = _existing(path)
+    ffprobe = shutil.which("ffprobe")
+    info = _probe_ffprobe(ffprobe, path) if ffprobe else _probe_ffmpeg(path)
+    if info["duration"] is None and info["video_codec"] is None and info["audio_codec"] is None:
+        raise VideoError(f"{path} holds no audio or video streams: pass a media file")
+    return info
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"video file not found: {path}; check the path")
+    if path.is_dir():
+        raise VideoError(f"{path} is a folder, not a video file; pass the file itself")
+    if path.stat().st_size == 0:
+        raise VideoError(f"video file {path} is empty (0 bytes): write or download it again")
+    return path
+
+
+def _has_only_audio(path: Path) -> bool:
+    try:
+        info = probe(path)
+    except VideoError:
+        return False
+    return info["video_codec"] is None and info["audio_codec"] is not None
+
+
+def _check_frames(frames) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise VideoError(
+            f"frames must be a T×H×W×3 uint8 RGB array, got {frames.dtype} of shape {frames.shape}: "
+            "convert float frames in [0, 1] with (frames * 255).round().astype(np.uint8)"
+        )
+    if 0 in frames.shape:
+        raise VideoError(f"cannot write a video without frames (shape {frames.shape}): generate at least one frame")
+    return frames
+
+
+def _fit_audio(audio, duration: float, sample_rate: int, fps: float) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2 and 1 in audio.shape:
+        audio = audio.reshape(-1)
+    if audio.ndim != 1:
+        raise VideoError(f"audio must be a 1-D mono array, got shape {audio.shape}: average the channels first")
+    if not np.all(np.isfinite(audio)):
+        raise VideoError("the audio contains NaN or infinite samples: fix the signal before writing the video")
+    target = int(round(duration * sample_rate))
+    if abs(len(audio) - target) > _AUDIO_SLACK_FRAMES * sample_rate / fps:
+        warnings.warn(
+            f"audio is {len(audio) / sample_rate:.3f} s but the {duration * fps:.0f} frames last {duration:.3f} s: "
+            "the audio is cut or padded to the frames",
+            stacklevel=3,
+        )
+    return np.pad(audio[:target], (0, max(0, target - len(audio))))
+
+
+def _probe_ffprobe(ffprobe: str, path: Path) -> dict:
+    command = [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
+        raise VideoError(f"cannot probe {path} ({reason}): the file is corrupt or not a video")
+    data = json.loads(result.stdout or "{}")
+    streams = data.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    duration = data.get("format", {}).get("duration")
+    info = dict(
+        duration=float(duration) if duration not in (None, "N/A") else None,
+        width=None, height=None, fps=None, pixel_format=None, video_codec=None,
+        audio_codec=audio.get("codec_name") if audio else None,
+    )  # fmt: skip
+    if video:
+        rate = video.get("avg_frame_rate", "0/0")
+        if rate in ("0/0", "0/1"):
+            rate = video.get("r_frame_rate", "0/0")
+        info.update(
+            width=video.get("width"),
+            height=video.get("height"),
+            fps=float(Fraction(rate)) if not rate.endswith("/0") else None,
+            pixel_format=video.get("pix_fmt"),
+            video_codec=video.get("codec_name"),
+        )
+    return info
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO = re.compile(r"Stream #\S+.*?: Video: (\w+)[^,]*, (\w+)[^,]*?(?:\(.*?\))?, (\d+)x(\d+)")
+_FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
+_AUDIO = re.compile(r"Stream #\S+.*?: Audio: (\w+)")
+
+
+def _probe_ffmpeg(path: Path) -> dict:
+    """Parse the stream summary `ffmpeg -i` prints (it exits 1 for lack of an output; expected)."""
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
+    text = subprocess.run(command, capture_output=True, text=True, errors="replace").stderr
+    if "Invalid data found" in text or "Duration:" not in text:
+        reason = text.strip().splitlines()[-1] if text.strip() else "no output"
+        raise VideoError(f"cannot probe {path} ({reason}): the file is corrupt or not a video")
+    info = dict(duration=None, width=None, height=None, fps=None, pixel_format=None, video_codec=None, audio_codec=None)
+    if match := _DURATION.search(text):
+        hours, minutes, seconds = match.groups()
+        info["duration"] = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    for line in text.splitlines():
+        if info["video_codec"] is None and (match := _VIDEO.search(line)):
+            codec, pixel_format, width, height = match.groups()
+            info.update(video_codec=codec, pixel_format=pixel_format, width=int(width), height=int(height))
+            if rate := _FPS.search(line):
+                info["fps"] = float(rate.group(1)) * (1000 if rate.group(2) else 1)
+        if info["audio_codec"] is None and (match := _AUDIO.search(line)):
+            info["audio_codec"] = match.group(1)
+    return info
