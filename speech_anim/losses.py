@@ -1,0 +1,235 @@
+"""The training objectives of the paper (Eq. 2-7) as small pure functions of discriminator logits.
+
+The paper writes each adversarial objective as a log-likelihood that D maximises and G minimises.
+Here every D objective is its negation (a loss to minimise), computed from logits with `softplus`,
+which is the numerically stable form of binary cross-entropy with logits:
+
+    -log sigma(l)      = softplus(-l)       (the "real" side)
+    -log(1 - sigma(l)) = softplus(l)        (the "fake" side)
+
+The generator uses the non-saturating form (Goodfellow et al., 2014): instead of minimising
+log(1 - D(G)), whose gradient vanishes while D easily rejects the fakes, it minimises -log D(G).
+Every function returns a scalar tensor; `LOG_NAMES` gives the stable name each one is logged under.
+"""
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+
+from .errors import SpeechAnimError
+
+
+class LossInputError(SpeechAnimError, ValueError):
+    """Tensors or settings given to a loss do not fit together."""
+
+
+# Stable names for logging (TensorBoard groups by the prefix before '/').
+LOG_NAMES = {
+    "d_img": "loss/D/img",  # Eq. 2
+    "d_sync": "loss/D/sync",  # Eq. 3
+    "d_seq": "loss/D/seq",  # Eq. 4
+    "g_img": "loss/G/adv_img",  # generator side of Eq. 2
+    "g_sync": "loss/G/adv_sync",  # generator side of Eq. 3
+    "g_seq": "loss/G/adv_seq",  # generator side of Eq. 4
+    "g_rec": "loss/G/l1_lower",  # Eq. 6
+    "g_total": "loss/G/total",  # Eq. 7
+    "acc_img_real": "acc/D/img_real",
+    "acc_img_fake": "acc/D/img_fake",
+    "acc_sync_in": "acc/D/sync_in",
+    "acc_sync_out": "acc/D/sync_out",
+    "acc_sync_fake": "acc/D/sync_fake",
+    "acc_seq_real": "acc/D/seq_real",
+    "acc_seq_fake": "acc/D/seq_fake",
+}
+
+# Eq. 3 splits the "not in sync" side evenly between real out-of-sync pairs and generated pairs.
+SYNC_NEGATIVE_WEIGHT = 0.5
+
+# Ablations of Table 5: each switch removes these terms of Eq. 7.
+ABLATIONS = {
+    "full": (),
+    "no-adv": ("img", "sync", "seq"),
+    "no-l1": ("rec",),
+    "no-img": ("img",),
+    "no-sync": ("sync",),
+    "no-seq": ("seq",),
+}
+ADVERSARIAL_TERMS = ("img", "sync", "seq")
+
+
+def _mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `values` over the entries where `mask` is True (all entries when mask is None)."""
+    if values.numel() == 0:
+        raise LossInputError("a loss got an empty tensor of logits: give at least one sample")
+    if mask is None:
+        return values.mean()
+    if mask.shape != values.shape:
+        raise LossInputError(f"mask shape {tuple(mask.shape)} differs from logits shape {tuple(values.shape)}: give one flag per logit")
+    mask = mask.bool()
+    count = mask.sum()
+    if count == 0:
+        raise LossInputError("the mask selects no logits: give at least one valid sample")
+    # `where`, not a product: padded entries may hold anything, including inf.
+    return torch.where(mask, values, torch.zeros_like(values)).sum() / count
+
+
+def _real(logits, mask=None):
+    # -E[log D] = E[softplus(-l)]
+    return _mean(F.softplus(-logits), mask)
+
+
+def _fake(logits, mask=None):
+    # -E[log(1 - D)] = E[softplus(l)]
+    return _mean(F.softplus(logits), mask)
+
+
+# ---- discriminator side: minimise the negated objectives ------------------------------------------
+
+
+def d_frame_loss(real_logits, fake_logits, real_mask=None, fake_mask=None) -> torch.Tensor:
+    """Eq. 2, negated: D_img on real frames S(x) vs generated frames S(G(x_1, z)), both with the still x_1.
+
+    L_img = E_x[log D_img(S(x), x_1)] + E_z[log(1 - D_img(S(G(x_1, z)), x_1))]
+    loss  = mean softplus(-l_real) + mean softplus(l_fake)
+    """
+    return _real(real_logits, real_mask) + _fake(fake_logits, fake_mask)
+
+
+def d_sync_loss(in_sync_logits, out_of_sync_logits, fake_logits) -> torch.Tensor:
+    """Eq. 3, negated: in-sync real pairs p_in vs out-of-sync real pairs p_out and generated pairs p_f.
+
+    L_sync = E[log D_sync(p_in)] + 1/2 E[log(1 - D_sync(p_out))] + 1/2 E[log(1 - D_sync(S_snip(p_f)))]
+    loss   = mean softplus(-l_in) + 1/2 mean softplus(l_out) + 1/2 mean softplus(l_fake)
+    """
+    return (
+        _real(in_sync_logits)
+        + SYNC_NEGATIVE_WEIGHT * _fake(out_of_sync_logits)
+        + SYNC_NEGATIVE_WEIGHT * _fake(fake_logits)
+    )
+
+
+def d_sequence_loss(real_logits, fake_logits) -> torch.Tensor:
+    """Eq. 4, negated: D_seq on real videos x vs generated videos G(x_1, z), both with their audio a.
+
+    L_seq = E_{x,a}[log D_seq(x, a)] + E_{z,a}[log(1 - D_seq(G(x_1, z), a))]
+    loss  = mean softplus(-l_real) + mean softplus(l_fake)
+    """
+    return _real(real_logits) + _fake(fake_logits)
+
+
+# ---- generator side: non-saturating ---------------------------------------------------------------
+
+
+def g_frame_loss(fake_logits, mask=None) -> torch.Tensor:
+    """Generator side of Eq. 2: -E[log D_img(S(G(x_1, z)), x_1)] = mean softplus(-l_fake)."""
+    return _real(fake_logits, mask)
+
+
+def g_sync_loss(fake_logits) -> torch.Tensor:
+    """Generator side of Eq. 3: the generated pairs enter L_sync with weight 1/2, which is kept.
+
+    loss = -1/2 E[log D_sync(S_snip(p_f))] = 1/2 mean softplus(-l_fake)
+    """
+    return SYNC_NEGATIVE_WEIGHT * _real(fake_logits)
+
+
+def g_sequence_loss(fake_logits) -> torch.Tensor:
+    """Generator side of Eq. 4: -E[log D_seq(G(x_1, z), a)] = mean softplus(-l_fake)."""
+    return _real(fake_logits)
+
+
+def lower_half_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 6: mean |G - x| over the lower half of the frame (rows H/2..H, where the mouth is).
+
+    L_L1 = sum_{p in [0, W] x [H/2, H]} |F_p - G_p|, taken here as a mean over those pixels, the
+    channels and the valid frames so that its size does not depend on resolution or clip length.
+    `fake`, `real`: (..., 3, H, W), e.g. B x T x 3 x 128 x 96; `mask`: the leading dims (B x T), True
+    for real frames, False for padding.
+    """
+    if fake.shape != real.shape:
+        raise LossInputError(f"generated {tuple(fake.shape)} and real {tuple(real.shape)} videos differ in shape: compare matching clips")
+    if fake.dim() < 3:
+        raise LossInputError(f"expected frames shaped (..., C, H, W), got {tuple(fake.shape)}")
+    height = fake.shape[-2]
+    error = (fake[..., height // 2 :, :] - real[..., height // 2 :, :]).abs()
+    per_frame = error.flatten(start_dim=-3).mean(dim=-1)  # one value per frame, mean over C x H/2 x W
+    if mask is not None and mask.shape != per_frame.shape:
+        raise LossInputError(f"mask shape {tuple(mask.shape)} does not match the frames' leading dims {tuple(per_frame.shape)}")
+    # Every frame has the same pixel count, so the mean of per-frame means is the mean over pixels.
+    return _mean(per_frame, mask)
+
+
+# ---- Eq. 7 -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The lambdas of Eq. 7 (paper defaults: lambda_img 1, lambda_sync 0.8, lambda_seq 0.2, lambda_L1 600)."""
+
+    img: float = 1.0
+    sync: float = 0.8
+    seq: float = 0.2
+    rec: float = 600.0
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not value >= 0:  # also catches NaN
+                raise LossInputError(f"loss weight {f.name}={value} must be >= 0: use 0 to switch the term off")
+        if all(getattr(self, f.name) == 0 for f in fields(self)):
+            raise LossInputError("every loss weight is zero so the generator cannot learn: keep at least one term")
+
+    def ablate(self, *switches: str) -> "LossWeights":
+        """These weights with the terms removed by Table 5's switches ('no-adv', 'no-l1', 'no-img', ...)."""
+        zeroed = {}
+        for switch in switches:
+            if switch not in ABLATIONS:
+                raise LossInputError(f"unknown ablation {switch!r}: choose from {', '.join(ABLATIONS)}")
+            zeroed.update({term: 0.0 for term in ABLATIONS[switch]})
+        return replace(self, **zeroed)
+
+    @property
+    def discriminators(self) -> tuple[str, ...]:
+        """The discriminators that must be built and trained: those whose term has a non-zero weight."""
+        return tuple(term for term in ADVERSARIAL_TERMS if getattr(self, term) > 0)
+
+
+def generator_total(
+    *,
+    img: torch.Tensor | None = None,
+    sync: torch.Tensor | None = None,
+    seq: torch.Tensor | None = None,
+    rec: torch.Tensor | None = None,
+    weights: LossWeights = LossWeights(),
+) -> torch.Tensor:
+    """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1.
+
+    Terms whose weight is zero are skipped (and may be None), so an ablated run never needs the
+    discriminator it does not train; a term with a non-zero weight must be given.
+    """
+    terms = {"img": img, "sync": sync, "seq": seq, "rec": rec}
+    total = None
+    for name, value in terms.items():
+        weight = getattr(weights, name)
+        if weight == 0:
+            continue
+        if value is None:
+            raise LossInputError(f"the {name} term has weight {weight} but was not given: pass it or ablate it")
+        total = weight * value if total is None else total + weight * value
+    return total
+
+
+# ---- accuracies for logging ---------------------------------------------------------------------
+
+
+@torch.no_grad()
+def real_accuracy(logits, mask=None) -> torch.Tensor:
+    """Fraction of samples D calls real (logit > 0, i.e. D > 1/2): use on real frames / videos and in-sync pairs."""
+    return _mean((logits > 0).float(), mask)
+
+
+@torch.no_grad()
+def fake_accuracy(logits, mask=None) -> torch.Tensor:
+    """Fraction of samples D calls fake (logit < 0): use on generated samples and out-of-sync pairs."""
+    return _mean((logits < 0).float(), mask)

@@ -1,0 +1,182 @@
+"""Eq. 2-7 on hand-made logits and frames with values worked out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from speech_anim.errors import SpeechAnimError
+from speech_anim.losses import (
+    ABLATIONS,
+    LOG_NAMES,
+    LossInputError,
+    LossWeights,
+    d_frame_loss,
+    d_sequence_loss,
+    d_sync_loss,
+    fake_accuracy,
+    g_frame_loss,
+    g_sequence_loss,
+    g_sync_loss,
+    generator_total,
+    lower_half_l1,
+    real_accuracy,
+)
+
+LOG2 = math.log(2.0)
+LOG3 = math.log(3.0)
+
+
+def t(*values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def test_undecided_discriminator_costs_log2_per_term():
+    zeros = torch.zeros(4, dtype=torch.float64)
+    assert d_frame_loss(zeros, zeros).item() == pytest.approx(2 * LOG2)
+    assert d_sequence_loss(zeros, zeros).item() == pytest.approx(2 * LOG2)
+    # Eq. 3: log 2 for the in-sync pairs + 1/2 log 2 + 1/2 log 2 for the two kinds of negatives.
+    assert d_sync_loss(zeros, zeros, zeros).item() == pytest.approx(2 * LOG2)
+    assert g_frame_loss(zeros).item() == pytest.approx(LOG2)
+    assert g_sequence_loss(zeros).item() == pytest.approx(LOG2)
+    assert g_sync_loss(zeros).item() == pytest.approx(0.5 * LOG2)
+
+
+def test_d_losses_match_the_log_likelihoods():
+    # A logit of log 3 means D = 3/4: -log(3/4) on the real side, -log(1/4) on the fake side.
+    assert d_frame_loss(t(LOG3), t(LOG3)).item() == pytest.approx(math.log(4 / 3) + math.log(4))
+    assert d_sequence_loss(t(LOG3, LOG3), t(-LOG3, -LOG3)).item() == pytest.approx(2 * math.log(4 / 3))
+    expected = math.log(4 / 3) + 0.5 * math.log(4) + 0.5 * math.log(4 / 3)
+    assert d_sync_loss(t(LOG3), t(LOG3), t(-LOG3)).item() == pytest.approx(expected)
+
+
+def test_sync_negatives_have_half_weight():
+    base = d_sync_loss(t(0.0), t(0.0), t(0.0))
+    # Make one kind of pair wrongly judged (D = 3/4 on a negative, 1/4 on a positive) at a time.
+    worse_out = d_sync_loss(t(0.0), t(LOG3), t(0.0))
+    worse_fake = d_sync_loss(t(0.0), t(0.0), t(LOG3))
+    worse_in = d_sync_loss(t(-LOG3), t(0.0), t(0.0))
+    step = math.log(4) - LOG2  # softplus(log 3) - softplus(0)
+    assert (worse_out - base).item() == pytest.approx(0.5 * step)
+    assert (worse_fake - base).item() == pytest.approx(0.5 * step)
+    assert (worse_in - base).item() == pytest.approx(step)
+
+
+def test_losses_are_stable_for_huge_logits():
+    big = t(1000.0)
+    assert d_frame_loss(big, -big).item() == pytest.approx(0.0, abs=1e-12)
+    assert d_frame_loss(-big, big).item() == pytest.approx(2000.0)
+    assert g_frame_loss(-big).item() == pytest.approx(1000.0)
+    logits = torch.tensor([1000.0, -1000.0], requires_grad=True)
+    g_sequence_loss(logits).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_gradient_of_generator_side_is_non_saturating():
+    # Where D confidently rejects a fake, log(1 - D) has almost no gradient; -log D keeps a full one.
+    logit = torch.tensor([-10.0], requires_grad=True)
+    g_frame_loss(logit).backward()
+    assert logit.grad.item() == pytest.approx(-torch.sigmoid(torch.tensor(10.0)).item())
+
+
+def test_masked_logits_ignore_padding():
+    logits = t(0.0, 0.0, float("inf"))
+    mask = torch.tensor([True, True, False])
+    assert g_frame_loss(logits, mask).item() == pytest.approx(LOG2)
+    assert d_frame_loss(t(0.0), logits, fake_mask=mask).item() == pytest.approx(2 * LOG2)
+    with pytest.raises(LossInputError):
+        g_frame_loss(logits, torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(LossInputError):
+        g_frame_loss(logits, torch.ones(2, dtype=torch.bool))
+
+
+def test_lower_half_l1_counts_only_lower_rows_of_valid_frames():
+    real = torch.zeros(1, 3, 3, 128, 96)
+    fake = torch.zeros(1, 3, 3, 128, 96)
+    fake[:, :, :, :64] = 5.0  # upper half: ignored
+    fake[0, 0, :, 64:] = 1.0
+    fake[0, 1, :, 64:] = -3.0
+    fake[0, 2, :, 64:] = 100.0  # padding frame: ignored
+    mask = torch.tensor([[True, True, False]])
+    assert lower_half_l1(fake, real, mask).item() == pytest.approx(2.0)
+    assert lower_half_l1(fake, real).item() == pytest.approx((1 + 3 + 100) / 3)
+    # Row 64 is the first row of the lower half, row 63 the last of the upper half.
+    one = torch.zeros(2, 3, 128, 96)
+    one[0, :, 64] = 1.0
+    assert lower_half_l1(one, torch.zeros_like(one)).item() == pytest.approx(1 / 64 / 2)
+
+
+def test_lower_half_l1_uses_mean_over_pixels_of_uneven_masks():
+    real = torch.zeros(2, 2, 3, 4, 2)
+    fake = torch.zeros(2, 2, 3, 4, 2)
+    fake[0, 0, 0, 2, 0] = 12.0  # one pixel of the 12 lower-half values of frame (0, 0)
+    fake[1, 1, :, 2:] = 2.0  # all lower-half values of frame (1, 1)
+    mask = torch.tensor([[True, False], [True, True]])
+    # valid frames: (0,0) mean 1, (1,0) mean 0, (1,1) mean 2 -> 1
+    assert lower_half_l1(fake, real, mask).item() == pytest.approx(1.0)
+
+
+def test_lower_half_l1_rejects_mismatches():
+    with pytest.raises(LossInputError):
+        lower_half_l1(torch.zeros(1, 2, 3, 8, 6), torch.zeros(1, 3, 3, 8, 6))
+    with pytest.raises(LossInputError):
+        lower_half_l1(torch.zeros(1, 2, 3, 8, 6), torch.zeros(1, 2, 3, 8, 6), torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_paper_weights_and_total():
+    w = LossWeights()
+    assert (w.img, w.sync, w.seq, w.rec) == (1.0, 0.8, 0.2, 600.0)
+    total = generator_total(img=t(1.0), sync=t(2.0), seq=t(3.0), rec=t(0.01), weights=w)
+    assert total.item() == pytest.approx(1.0 + 1.6 + 0.6 + 6.0)
+
+
+@pytest.mark.parametrize(
+    "switch, zeroed, needed",
+    [
+        ("full", (), ("img", "sync", "seq")),
+        ("no-adv", ("img", "sync", "seq"), ()),
+        ("no-l1", ("rec",), ("img", "sync", "seq")),
+        ("no-img", ("img",), ("sync", "seq")),
+        ("no-sync", ("sync",), ("img", "seq")),
+        ("no-seq", ("seq",), ("img", "sync")),
+    ],
+)
+def test_ablations_zero_the_right_terms(switch, zeroed, needed):
+    weights = LossWeights().ablate(switch)
+    for term in ("img", "sync", "seq", "rec"):
+        assert (getattr(weights, term) == 0) == (term in zeroed)
+    assert weights.discriminators == needed
+    terms = {"img": t(1.0), "sync": t(2.0), "seq": t(3.0), "rec": t(0.01)}
+    expected = sum(getattr(LossWeights(), k) * v.item() for k, v in terms.items() if k not in zeroed)
+    # Ablated terms may be left out entirely: their discriminator is never built.
+    given = {k: v for k, v in terms.items() if k not in zeroed}
+    assert generator_total(**given, weights=weights).item() == pytest.approx(expected)
+
+
+def test_ablations_combine_and_reject_nonsense():
+    weights = LossWeights().ablate("no-sync", "no-seq")
+    assert weights.discriminators == ("img",)
+    assert set(ABLATIONS) == {"full", "no-adv", "no-l1", "no-img", "no-sync", "no-seq"}
+    with pytest.raises(SpeechAnimError, match="unknown ablation"):
+        LossWeights().ablate("no-gan")
+    with pytest.raises(LossInputError, match="every loss weight is zero"):
+        LossWeights().ablate("no-adv", "no-l1")
+    with pytest.raises(LossInputError):
+        LossWeights(rec=-1.0)
+    with pytest.raises(LossInputError, match="sync term"):
+        generator_total(img=t(1.0), seq=t(1.0), rec=t(1.0))
+
+
+def test_accuracies():
+    logits = t(2.0, -1.0, 0.0, 3.0)
+    assert real_accuracy(logits).item() == pytest.approx(0.5)
+    assert fake_accuracy(logits).item() == pytest.approx(0.25)
+    mask = torch.tensor([True, True, False, False])
+    assert real_accuracy(logits, mask).item() == pytest.approx(0.5)
+    assert fake_accuracy(logits, mask).item() == pytest.approx(0.5)
+
+
+def test_log_names_are_unique_and_grouped():
+    names = list(LOG_NAMES.values())
+    assert len(set(names)) == len(names)
+    assert all(n.startswith(("loss/D/", "loss/G/", "acc/D/")) for n in names)
