@@ -50,7 +50,8 @@ def _run_animate(args) -> int:
     if out.suffix.lower() != ".mp4":
         raise SpeechAnimError(f"--out {out} must end in .mp4 (H.264 + AAC is what the tool writes)")
     animator = Animator.from_pretrained(args.checkpoint, device=args.device, backend=args.backend)
-    with tqdm(total=100, unit="%", desc="animating", leave=False) as bar:
+    # disable=None: no bar when stderr is not a terminal (logs, CI), so errors stay one line.
+    with tqdm(total=100, unit="%", desc="animating", leave=False, disable=None) as bar:
 
         def progress(fraction: float, stage: str) -> None:
             bar.set_description(stage)

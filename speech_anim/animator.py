@@ -1,0 +1,217 @@
+"""The pipeline: a photo and speech in, a talking-head video out.
+
+`Animator` is a thin object over the generator and the pre/post-processing (face alignment, audio
+framing, paste-back, video writing), in the manner of a diffusers pipeline. Long audio is generated
+in chunks that carry the generator's recurrent state, so memory stays bounded and the frames are
+the same as one pass would give.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, WINDOW_SAMPLES, load_audio, num_frames
+from .errors import AudioError, CheckpointError
+from .face import AlignedFace, FaceAligner, PasteBack, load_image
+from .models.generator import Generator
+from .video import write_video
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "grid-s1"
+
+# Frames generated per forward pass: bounds memory for long audio without changing the result.
+CHUNK_FRAMES = 75
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class AnimationResult:
+    """Generated frames and what is needed to play or save them."""
+
+    frames: np.ndarray  # T×H×W×3 uint8: the 128×96 crop, or the full photo when pasted back
+    fps: float
+    audio: np.ndarray  # 16 kHz mono float32
+    face_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the face in the photo
+    seed: int
+    crop: np.ndarray = field(repr=False, default=None)  # the aligned still the model was given
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.frames) / self.fps
+
+    def save(self, path) -> Path:
+        """Write H.264 video with the speech muxed in as AAC."""
+        return write_video(path, self.frames, self.fps, audio=self.audio, sample_rate=self.sample_rate)
+
+
+class Animator:
+    """`Animator.from_pretrained()(photo, speech).save("out.mp4")`."""
+
+    def __init__(self, generator: Generator, aligner: FaceAligner | None = None, device=None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.generator = generator.to(self.device).eval()
+        self.aligner = aligner or FaceAligner()
+
+    @classmethod
+    def from_pretrained(cls, checkpoint=None, device=None, backend: str = "dlib", **aligner_kwargs) -> "Animator":
+        """Load a generator from a directory or Hub repo id; None means the model shipped with the package."""
+        if checkpoint is None:
+            if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+                raise CheckpointError(
+                    "no trained default model ships with this installation yet: pass a generator "
+                    "saved with save_pretrained (--checkpoint DIR or a Hub repo id)"
+                )
+            checkpoint = DEFAULT_CHECKPOINT
+        generator = Generator.from_pretrained(str(checkpoint))
+        return cls(generator, FaceAligner(backend=backend, **aligner_kwargs), device=device)
+
+    @property
+    def fps(self) -> float:
+        return float(self.generator.config.fps)
+
+    def align(self, image) -> AlignedFace:
+        """Find the face in `image` and warp it onto the canonical 128×96 crop."""
+        return self.aligner.align(load_image(image))
+
+    def __call__(
+        self,
+        image,
+        audio,
+        seed: int = 0,
+        fps: float | None = None,
+        paste_back: bool = False,
+        progress: Progress | None = None,
+    ) -> AnimationResult:
+        """Animate `image` (path, PIL image or H×W×3 uint8) with `audio` (path or (array, sr))."""
+        fps = float(fps or self.fps)
+        report = progress or (lambda fraction, stage: None)
+        report(0.0, "aligning the face")
+        photo = load_image(image)
+        aligned = self.aligner.align(photo)
+        signal = load_audio(audio)
+        total = num_frames(len(signal), fps)
+        if total < 1:
+            raise AudioError("the audio is shorter than one video frame: give at least 0.04 s of speech")
+
+        paster = PasteBack(photo, aligned) if paste_back else None
+        frames = []
+        for chunk in self._generate(aligned.crop, _single_chunk(signal), seed, fps):
+            frames.append(_paste(paster, chunk))
+            report(0.1 + 0.85 * sum(len(f) for f in frames) / total, "generating frames")
+        report(1.0, "done")
+        return AnimationResult(
+            frames=np.concatenate(frames),
+            fps=fps,
+            audio=signal,
+            face_box=tuple(int(v) for v in aligned.box),
+            seed=seed,
+            crop=aligned.crop,
+        )
+
+    def stream(
+        self, image, audio_chunks: Iterable[np.ndarray], seed: int = 0, fps: float | None = None, paste_back=False
+    ) -> Iterator[np.ndarray]:
+        """Yield frames (t×H×W×3 uint8) as audio chunks (16 kHz mono float arrays) arrive.
+
+        A frame is produced as soon as its whole 0.2 s window has arrived, so the output lags the
+        input by 0.1 s plus half a frame; the frames equal those of `__call__` on the whole audio
+        with the same seed. Memory is bounded by the chunk size, not the stream length.
+        """
+        fps = float(fps or self.fps)
+        photo = load_image(image)
+        aligned = self.aligner.align(photo)
+        paster = PasteBack(photo, aligned) if paste_back else None
+        for frames in self._generate(aligned.crop, audio_chunks, seed, fps):
+            yield _paste(paster, frames)
+
+    @torch.inference_mode()
+    def _generate(self, crop: np.ndarray, audio_chunks: Iterable[np.ndarray], seed: int, fps: float):
+        still = _to_tensor(crop).to(self.device)
+        noise_rng = torch.Generator().manual_seed(int(seed))
+        state = None
+        for windows in _stream_windows(audio_chunks, fps):
+            for start in range(0, len(windows), CHUNK_FRAMES):
+                part = torch.from_numpy(windows[start : start + CHUNK_FRAMES])[None].to(self.device)
+                noise = self.generator.sample_noise(1, part.shape[1], generator=noise_rng).to(self.device)
+                video, state = self.generator(still, part, noise=noise, state=state, return_state=True)
+                yield _to_uint8(video[0])
+
+
+def _paste(paster: PasteBack | None, frames: np.ndarray) -> np.ndarray:
+    return np.stack([paster(frame) for frame in frames]) if paster else frames
+
+
+def _single_chunk(signal: np.ndarray) -> list[np.ndarray]:
+    return [signal]
+
+
+def _stream_windows(audio_chunks: Iterable[np.ndarray], fps: float) -> Iterator[np.ndarray]:
+    """Turn a stream of audio chunks into per-frame 0.2 s windows (audio.frame_audio's framing).
+
+    Window t spans samples [start_t, start_t + 3200) with start_t = floor((t + 0.5) * hop - 1600 + 0.5);
+    it is emitted once those samples have arrived; the last ones are zero padded when the stream ends.
+    Only the samples that later windows still need are kept.
+    """
+    hop = SAMPLE_RATE / fps
+    half = WINDOW_SAMPLES / 2
+
+    def start_of(t: int) -> int:
+        return math.floor((t + 0.5) * hop - half + 0.5)
+
+    buffer = np.zeros(0, dtype=np.float32)
+    offset = 0  # global index of buffer[0]
+    received = 0
+    t = 0
+
+    def cut(t0: int, t1: int) -> np.ndarray:
+        out = np.zeros((t1 - t0, WINDOW_SAMPLES), dtype=np.float32)
+        for i, frame in enumerate(range(t0, t1)):
+            lo, hi = start_of(frame), start_of(frame) + WINDOW_SAMPLES
+            src_lo, src_hi = max(lo, offset), min(hi, offset + len(buffer))
+            if src_hi > src_lo:
+                out[i, src_lo - lo : src_hi - lo] = buffer[src_lo - offset : src_hi - offset]
+        return out
+
+    for chunk in audio_chunks:
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if chunk.ndim != 1:
+            raise AudioError(f"audio chunks must be 1-D 16 kHz mono arrays, got shape {chunk.shape}")
+        if not np.all(np.isfinite(chunk)):
+            raise AudioError("the audio contains NaN or infinite samples: re-export it from the recording software")
+        buffer = np.concatenate([buffer, chunk])
+        received += len(chunk)
+        ready = t
+        while start_of(ready) + WINDOW_SAMPLES <= received:
+            ready += 1
+        if ready > t:
+            yield cut(t, ready)
+            t = ready
+            keep_from = max(offset, start_of(t))
+            buffer = buffer[keep_from - offset :]
+            offset = keep_from
+
+    if received < hop:
+        raise AudioError(
+            f"the audio is {received / SAMPLE_RATE:.3f} s long, shorter than one video frame "
+            f"({1 / fps:.3f} s at {fps:g} fps): give at least {1 / fps:.3f} s of speech"
+        )
+    total = num_frames(received, fps)
+    if total > t:
+        yield cut(t, total)
+
+
+def _to_tensor(crop: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 -> 1×3×H×W float in [-1, 1]."""
+    return torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+
+
+def _to_uint8(video: torch.Tensor) -> np.ndarray:
+    """T×3×H×W in [-1, 1] -> T×H×W×3 uint8."""
+    return video.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

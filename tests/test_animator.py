@@ -1,0 +1,164 @@
+"""The pipeline and the `speech-anim animate` command, end to end on real photos and speech."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from speech_anim import Animator
+from speech_anim.animator import DEFAULT_CHECKPOINT
+from speech_anim.audio import load_audio, num_frames
+from speech_anim.cli import main
+from speech_anim.errors import AudioError, CheckpointError, FaceError, ImageError
+from speech_anim.models.generator import Generator, GeneratorConfig
+from speech_anim.video import probe
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PHOTO = EXAMPLES / "astronaut.png"
+SPEECH = EXAMPLES / "grid_s1_bbaf2n.wav"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised small generator saved like any trained one."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    Generator(GeneratorConfig(width=0.125)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def animator(checkpoint) -> Animator:
+    return Animator.from_pretrained(checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return load_audio(SPEECH)
+
+
+def test_animates_a_photo_and_writes_a_playable_mp4(animator, tmp_path, speech):
+    result = animator(PHOTO, SPEECH, seed=3)
+    assert result.frames.shape == (75, 128, 96, 3) and result.frames.dtype == np.uint8
+    assert result.fps == 25.0 and result.seed == 3
+    x0, y0, x1, y1 = result.face_box
+    assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
+    assert result.crop.shape == (128, 96, 3)
+    np.testing.assert_array_equal(result.audio, speech)
+
+    info = probe(result.save(tmp_path / "out.mp4"))
+    assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
+    assert abs(info["duration"] - len(speech) / 16000) <= 1 / 25 + 1e-3
+
+
+def test_seed_controls_the_noise(animator, speech):
+    a = animator(PHOTO, (speech, 16000), seed=0).frames
+    b = animator(PHOTO, (speech, 16000), seed=0).frames
+    c = animator(PHOTO, (speech, 16000), seed=1).frames
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a.astype(int) - c).max() > 0
+
+
+def test_paste_back_gives_full_resolution_frames(animator, speech):
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))
+    result = animator(photo, (speech[:8000], 16000), paste_back=True)
+    assert result.frames.shape == (13, *photo.shape)
+    # Far from the face the photo is untouched.
+    np.testing.assert_array_equal(result.frames[:, -40:, -40:], np.broadcast_to(photo[-40:, -40:], (13, 40, 40, 3)))
+
+
+def test_streaming_equals_one_pass(animator, speech):
+    whole = animator(PHOTO, (speech, 16000), seed=5).frames
+    chunks = [speech[i : i + 1111] for i in range(0, len(speech), 1111)]
+    streamed = list(animator.stream(PHOTO, chunks, seed=5))
+    assert len(streamed) > 10  # frames come out as audio arrives, not all at the end
+    np.testing.assert_array_equal(np.concatenate(streamed), whole)
+
+
+def test_long_audio_is_generated_in_chunks_like_one_pass(animator, speech):
+    """Past CHUNK_FRAMES the generator runs in pieces; the carried state makes that invisible."""
+    long = np.concatenate([speech, speech])  # 149 frames: two chunks
+    result = animator(PHOTO, (long, 16000), seed=2)
+    assert len(result.frames) == num_frames(len(long)) == 149
+    first = animator(PHOTO, (long[:47648], 16000), seed=2).frames
+    # The first 70 frames' windows lie wholly inside the first copy, so they are identical.
+    np.testing.assert_array_equal(result.frames[:70], first[:70])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
+def test_other_image_modes_are_converted(animator, tmp_path, mode, speech):
+    path = tmp_path / f"face_{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
+    Image.open(PHOTO).convert(mode).save(path)
+    assert animator(path, (speech[:3200], 16000)).frames.shape == (5, 128, 96, 3)
+
+
+def test_bad_inputs_raise_one_line_errors(animator, tmp_path, speech):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    faceless = tmp_path / "flat.png"
+    Image.new("RGB", (300, 300), (120, 120, 120)).save(faceless)
+    tiny = tmp_path / "tiny.png"
+    Image.open(PHOTO).resize((60, 60)).save(tiny)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF....WAVEfmt garbage" * 10)
+    unsupported = tmp_path / "speech.xyz"
+    unsupported.write_bytes(b"\0" * 100)
+    cases = [
+        (ImageError, dict(image=not_image, audio=SPEECH)),
+        (FaceError, dict(image=faceless, audio=SPEECH)),
+        (FaceError, dict(image=tiny, audio=SPEECH)),
+        (AudioError, dict(image=PHOTO, audio=empty)),
+        (AudioError, dict(image=PHOTO, audio=corrupt)),
+        (AudioError, dict(image=PHOTO, audio=unsupported)),
+        (AudioError, dict(image=PHOTO, audio=(speech[:100], 16000))),  # shorter than one frame
+    ]
+    for error, kwargs in cases:
+        with pytest.raises(error) as info:
+            animator(**kwargs)
+        message = str(info.value)
+        assert message and "\n" not in message, message
+
+
+def test_missing_default_model_is_reported_not_faked(monkeypatch, tmp_path):
+    monkeypatch.setattr("speech_anim.animator.DEFAULT_CHECKPOINT", tmp_path / "nothing-here")
+    with pytest.raises(CheckpointError, match="--checkpoint"):
+        Animator.from_pretrained()
+
+
+def test_default_model_loads_when_shipped():
+    if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+        pytest.skip("no default model is shipped in speech_anim/pretrained/grid-s1 yet")
+    animator = Animator.from_pretrained(device="cpu")
+    assert animator(PHOTO, SPEECH).frames.shape == (75, 128, 96, 3)
+
+
+def test_cli_animate_writes_video(checkpoint, tmp_path, capsys):
+    out = tmp_path / "talking.mp4"
+    code = main(["animate", "--image", str(PHOTO), "--audio", str(SPEECH), "--out", str(out),
+                 "--checkpoint", str(checkpoint), "--seed", "4", "--paste-back"])
+    assert code == 0
+    assert "wrote" in capsys.readouterr().out
+    info = probe(out)
+    assert (info["width"], info["height"]) == (512, 512) and info["audio_codec"] == "aac"
+
+
+def test_cli_errors_are_one_line_without_traceback(checkpoint, tmp_path):
+    faceless = tmp_path / "flat.png"
+    Image.new("RGB", (300, 300), (120, 120, 120)).save(faceless)
+    runs = [
+        ["--image", str(faceless), "--audio", str(SPEECH), "--checkpoint", str(checkpoint)],
+        ["--image", str(PHOTO), "--audio", str(SPEECH), "--checkpoint", str(tmp_path / "missing")],
+    ]
+    for args in runs:
+        proc = subprocess.run(
+            [sys.executable, "-m", "speech_anim.cli", "animate", *args, "--out", str(tmp_path / "x.mp4")],
+            capture_output=True, text=True,
+        )
+        assert proc.returncode == 2, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("speech-anim animate: error:"), proc.stderr
+        assert not (tmp_path / "x.mp4").exists()
