@@ -1,0 +1,529 @@
+"""Faces in photos: detection, 68 landmarks, alignment to the canonical 128×96 crop, and paste-back.
+
+Every crop the models see is a similarity warp (rotation, uniform scale, translation) of a photo or
+video frame that puts five stable points (nose and eye corners, `STABLE_POINTS`) where the shipped
+canonical face has them (`canonical_landmarks()`, made by `scripts/make_canonical_face.py`). The
+canonical face keeps the eyes in the upper half of the crop and the whole mouth in the lower half,
+which is the half the generator's L1 loss looks at.
+
+Boxes follow dlib's convention everywhere: `(x0, y0, x1, y1)` of the square its HOG frontal detector
+returns and its 68-point shape predictor was trained on. The insightface backend derives that box
+from SCRFD's five keypoints, so `FaceAligner.landmarks` works the same for both backends.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import CheckpointError, FaceError, ImageError
+
+CROP_HEIGHT, CROP_WIDTH = 128, 96
+# iBUG 68-point indices of the nose base centre and the four eye corners: they barely move while
+# speaking or blinking, so aligning on them keeps the head still and lets the mouth and eyes move.
+STABLE_POINTS = [33, 36, 39, 42, 45]
+MIN_FACE_SIZE = 64  # px in the photo; smaller faces have too little detail to animate
+DETECT_MAX_SIDE = 640  # the HOG detector runs on a copy no larger than this, for speed
+DEFAULT_FEATHER = 6.0  # crop pixels of soft edge for paste-back
+DEFAULT_INSIGHTFACE_MODEL = Path("~/.insightface/models/buffalo_s/det_500m.onnx")
+
+_CANONICAL_PATH = Path(__file__).parent / "assets" / "canonical_face.npy"
+_PREDICTOR_FILE = "models/shape_predictor_68_face_landmarks.dat"
+# Where dlib's HOG box falls in an aligned crop, as (left, top, right, bottom) offsets from the
+# canonical landmarks' bounding box in fractions of its width/height: the median over ~1000 GRID
+# frames' boxes carried into their crops, printed by scripts/make_canonical_face.py (re-measure when
+# the canonical face changes). It places the predictor's box on crops and around SCRFD keypoints,
+# where no HOG detection runs.
+_HOG_BOX_FROM_LANDMARKS = (-0.0536, -0.1062, 0.0480, -0.0569)
+# iBUG 68-point indices matching SCRFD's five keypoints: eye centres are means of the eye contours.
+_LEFT_EYE, _RIGHT_EYE = list(range(36, 42)), list(range(42, 48))
+_SCRFD_NOSE, _MOUTH_LEFT, _MOUTH_RIGHT = 30, 48, 54
+
+_lock = threading.Lock()  # guards model loading and dlib calls (dlib objects are not documented thread-safe)
+_models: dict = {}
+
+
+# ----------------------------------------------------------------------------------------------
+# Images
+
+
+def load_image(source) -> np.ndarray:
+    """A photo as H×W×3 uint8 RGB from a path, a PIL image or an array (H×W, H×W×1/3/4; uint8,
+    uint16, bool or float in [0, 1]). EXIF orientation is applied; CMYK, palette, grayscale, alpha
+    (composited on white) and 16-bit images are converted."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ImageError(f"image file not found: {path}")
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return _pil_to_rgb(ImageOps.exif_transpose(image))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ImageError(f"cannot read {path.name} as an image ({reason}): pass a JPEG or PNG photo") from None
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb(ImageOps.exif_transpose(source))
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source)
+    raise ImageError(f"cannot use a {type(source).__name__} as an image: pass a file path, a PIL image or an H×W×3 array")
+
+
+def _pil_to_rgb(image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _array_to_rgb(np.asarray(image))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _array_to_rgb(np.asarray(image.convert("RGBA")))
+    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+
+
+def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or 0 in array.shape:
+        raise ImageError(f"an image array must be H×W, H×W×3 or H×W×4, got shape {array.shape}: pass an RGB photo")
+    if array.dtype == np.uint8:
+        pixels = array.astype(np.float32) if array.ndim == 3 and array.shape[2] == 4 else array
+    elif array.dtype == bool:
+        pixels = array.astype(np.float32) * 255
+    elif np.issubdtype(array.dtype, np.integer):
+        # 16-bit (or wider) images: scale the type's range onto 0..255.
+        top = 65535.0 if array.max() > 255 or array.dtype == np.uint16 else 255.0
+        pixels = array.astype(np.float32) * (255.0 / top)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageError("the image array holds NaN or infinite values: pass finite pixel values")
+        pixels = array.astype(np.float32) * (255.0 if array.max() <= 1.0 else 1.0)
+    else:
+        raise ImageError(f"cannot use an image array of dtype {array.dtype}: pass uint8 RGB")
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        # Transparent areas become white rather than whatever colour hides under the alpha.
+        alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
+        pixels = pixels[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(pixels)
+
+
+def _image_and_name(source) -> tuple[np.ndarray, str]:
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the image"
+    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 3 and source.shape[2] == 3:
+        return np.ascontiguousarray(source), name
+    return load_image(source), name
+
+
+# ----------------------------------------------------------------------------------------------
+# Canonical face and similarity transforms
+
+
+@lru_cache(maxsize=1)
+def _canonical() -> np.ndarray:
+    if not _CANONICAL_PATH.is_file():
+        raise CheckpointError(f"{_CANONICAL_PATH} is missing: reinstall speech_anim or run scripts/make_canonical_face.py")
+    points = np.load(_CANONICAL_PATH).astype(np.float32)
+    points.setflags(write=False)
+    return points
+
+
+def canonical_landmarks() -> np.ndarray:
+    """The shipped mean face: (68, 2) float32 (x, y) in 128×96 crop pixels."""
+    return _canonical().copy()
+
+
+def canonical_five_points() -> np.ndarray:
+    """The canonical face's points matching SCRFD's keypoints: eye centres, nose, mouth corners."""
+    return _five_points(_canonical())
+
+
+def _five_points(landmarks: np.ndarray) -> np.ndarray:
+    return np.stack([
+        landmarks[_LEFT_EYE].mean(0), landmarks[_RIGHT_EYE].mean(0), landmarks[_SCRFD_NOSE],
+        landmarks[_MOUTH_LEFT], landmarks[_MOUTH_RIGHT],
+    ]).astype(np.float32)
+
+
+def similarity_transform(src_pts, dst_pts) -> np.ndarray:
+    """The (2, 3) rotation + uniform scale + translation that maps src_pts onto dst_pts with least
+    squared error (Umeyama 1991; no reflection)."""
+    src = np.asarray(src_pts, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst_pts, dtype=np.float64).reshape(-1, 2)
+    if len(src) != len(dst) or len(src) < 2:
+        raise FaceError(f"a similarity transform needs two equal sets of at least 2 points, got {len(src)} and {len(dst)}")
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    src_var = (src_c ** 2).sum() / len(src)
+    if not np.isfinite(src_var) or src_var < 1e-12:
+        raise FaceError("the face landmarks are degenerate (all points coincide): detect the face again")
+    u, s, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    d = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = (u * d) @ vt
+    scale = (s * d).sum() / src_var
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - matrix[:, :2] @ src_mean
+    return matrix.astype(np.float32)
+
+
+def invert_transform(matrix) -> np.ndarray:
+    """The inverse of a (2, 3) affine transform."""
+    return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64)).astype(np.float32)
+
+
+def transform_points(matrix, points) -> np.ndarray:
+    """Apply a (2, 3) affine transform to (..., 2) points."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    points = np.asarray(points, dtype=np.float32)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# Aligned crops
+
+
+@dataclass
+class AlignedFace:
+    """A face warped to the canonical 128×96 crop, with what is needed to undo the warp."""
+
+    crop: np.ndarray  # 128×96×3 uint8 RGB
+    matrix: np.ndarray  # (2, 3) image -> crop
+    inverse: np.ndarray  # (2, 3) crop -> image
+    box: tuple  # (x0, y0, x1, y1) face box in the image, dlib's convention
+    landmarks: np.ndarray | None  # (68, 2) in image coordinates, or None
+    image_shape: tuple  # (H, W) of the image the crop came from
+
+
+def warp_to_crop(image: np.ndarray, matrix) -> np.ndarray:
+    """Warp an H×W×3 uint8 image to the 128×96 crop with an image->crop (2, 3) transform."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    height, width = image.shape[:2]
+    # Only the region the crop sees is resampled: cheap for large photos, and it lets large
+    # reductions use area averaging (warpAffine has no INTER_AREA) without aliasing.
+    corners = transform_points(invert_transform(matrix), _crop_corners())
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 3
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if x1 <= x0 or y1 <= y0:  # the crop lies outside the image: replicate the nearest edge
+        x0, y0, x1, y1 = 0, 0, width, height
+    roi = image[y0:y1, x0:x1]
+    matrix = matrix.copy()
+    matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if scale < 0.5:
+        new_w, new_h = max(1, round(roi.shape[1] * scale)), max(1, round(roi.shape[0] * scale))
+        factors = np.array([new_w / roi.shape[1], new_h / roi.shape[0]])
+        roi = cv2.resize(roi, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        # A pixel centre q in the reduced image sits at (q + 0.5) / f - 0.5 in the original.
+        offset = 0.5 / factors - 0.5
+        matrix[:, 2] += matrix[:, :2] @ offset
+        matrix[:, :2] = matrix[:, :2] / factors
+    return cv2.warpAffine(roi, matrix, (CROP_WIDTH, CROP_HEIGHT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _crop_corners() -> np.ndarray:
+    return np.array([[0, 0], [CROP_WIDTH - 1, 0], [CROP_WIDTH - 1, CROP_HEIGHT - 1], [0, CROP_HEIGHT - 1]], np.float32)
+
+
+def align_with_landmarks(image, landmarks68) -> AlignedFace:
+    """Align with given 68 landmarks (e.g. temporally smoothed ones from a video): no detection."""
+    image, _ = _image_and_name(image)
+    landmarks = np.asarray(landmarks68, dtype=np.float32)
+    if landmarks.shape != (68, 2):
+        raise FaceError(f"expected (68, 2) landmarks, got shape {landmarks.shape}: pass iBUG 68-point (x, y) landmarks")
+    matrix = similarity_transform(landmarks[STABLE_POINTS], _canonical()[STABLE_POINTS])
+    inverse = invert_transform(matrix)
+    return AlignedFace(
+        crop=warp_to_crop(image, matrix), matrix=matrix, inverse=inverse,
+        box=_image_box(inverse), landmarks=landmarks, image_shape=image.shape[:2],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# dlib models
+
+
+def _dlib_detector():
+    with _lock:
+        if "detector" not in _models:
+            import dlib
+
+            _models["detector"] = dlib.get_frontal_face_detector()
+        return _models["detector"]
+
+
+def _shape_predictor():
+    with _lock:
+        if "predictor" not in _models:
+            import dlib
+
+            # Located without importing face_recognition_models: its __init__ needs pkg_resources,
+            # which new setuptools no longer ships.
+            spec = importlib.util.find_spec("face_recognition_models")
+            path = Path(spec.submodule_search_locations[0]) / _PREDICTOR_FILE if spec else None
+            if path is None or not path.is_file():
+                raise CheckpointError("dlib's 68-point landmark model is missing: pip install face_recognition_models")
+            _models["predictor"] = dlib.shape_predictor(str(path))
+        return _models["predictor"]
+
+
+def _predict(image: np.ndarray, box) -> np.ndarray:
+    import dlib
+
+    predictor = _shape_predictor()
+    rect = dlib.rectangle(*(int(round(v)) for v in box))
+    with _lock:
+        shape = predictor(image, rect)
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+def _predictor_box(landmarks: np.ndarray) -> np.ndarray:
+    """dlib's HOG box (x0, y0, x1, y1) for a face shaped like the canonical one with these landmarks."""
+    lo, hi = landmarks.min(0), landmarks.max(0)
+    size = hi - lo
+    left, top, right, bottom = _HOG_BOX_FROM_LANDMARKS
+    return np.array([lo[0] + left * size[0], lo[1] + top * size[1], hi[0] + right * size[0], hi[1] + bottom * size[1]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Landmarks on aligned crops
+
+
+_CROP_UPSCALE = 3  # the predictor is more accurate on faces of the size it was trained on
+
+
+def crop_landmarks(crop) -> np.ndarray:
+    """68 landmarks on an aligned 128×96 crop (or T×128×96×3 crops -> (T, 68, 2)), in crop pixels.
+
+    No detection runs: the face box is the one the canonical face has, so generated frames work.
+    """
+    crops = np.asarray(crop)
+    if crops.ndim == 3:
+        return crop_landmarks(crops[None])[0]
+    if crops.ndim != 4 or crops.shape[1:] != (CROP_HEIGHT, CROP_WIDTH, 3):
+        raise FaceError(f"crop_landmarks expects aligned {CROP_HEIGHT}×{CROP_WIDTH}×3 crops, got shape {crops.shape}: align the face first")
+    if crops.dtype != np.uint8:
+        raise FaceError(f"crop_landmarks expects uint8 crops, got {crops.dtype}: convert frames with (x + 1) * 127.5")
+    k = _CROP_UPSCALE
+    box = (_predictor_box(_canonical()) + 0.5) * k - 0.5
+    out = np.empty((len(crops), 68, 2), np.float32)
+    for i, frame in enumerate(crops):
+        big = cv2.resize(frame, (CROP_WIDTH * k, CROP_HEIGHT * k), interpolation=cv2.INTER_LINEAR)
+        out[i] = (_predict(big, box) + 0.5) / k - 0.5
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Detection and alignment of photos
+
+
+class FaceAligner:
+    """Find the largest face in a photo and warp it to the canonical 128×96 crop.
+
+    backend="dlib" (default, offline): HOG detector + 68-point predictor; alignment on
+    `STABLE_POINTS`. backend="insightface": SCRFD detector (an ONNX file, `insightface_model`) and its
+    five keypoints, aligned onto the canonical face's matching points; the 68 landmarks still come
+    from dlib's predictor, placed with the keypoints.
+    """
+
+    def __init__(self, backend: str = "dlib", insightface_model=None):
+        if backend not in ("dlib", "insightface"):
+            raise FaceError(f"unknown face backend '{backend}': use 'dlib' or 'insightface'")
+        self.backend = backend
+        self._scrfd = _scrfd(insightface_model) if backend == "insightface" else None
+
+    def detect(self, image) -> tuple:
+        """The largest face's box (x0, y0, x1, y1) in dlib's convention; warns when several faces."""
+        image, name = _image_and_name(image)
+        return self._detect(image, name)[0]
+
+    def landmarks(self, image, box) -> np.ndarray:
+        """68 iBUG landmarks (68, 2) float32 inside a face box from `detect`."""
+        image, _ = _image_and_name(image)
+        return _predict(image, box)
+
+    def align(self, image) -> AlignedFace:
+        """Detect, find landmarks and warp to the canonical crop."""
+        image, name = _image_and_name(image)
+        box, keypoints = self._detect(image, name)
+        landmarks = _predict(image, box)
+        if keypoints is None:
+            matrix = similarity_transform(landmarks[STABLE_POINTS], _canonical()[STABLE_POINTS])
+        else:
+            matrix = similarity_transform(keypoints, canonical_five_points())
+        return AlignedFace(
+            crop=warp_to_crop(image, matrix), matrix=matrix, inverse=invert_transform(matrix),
+            box=box, landmarks=landmarks, image_shape=image.shape[:2],
+        )
+
+    def _detect(self, image: np.ndarray, name: str):
+        if self._scrfd is None:
+            boxes, keypoints = _detect_hog(image), None
+        else:
+            boxes, keypoints = self._scrfd(image)
+        if not len(boxes):
+            raise FaceError(f"no face found in {name}: use a frontal photo with one clearly visible face")
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        best = int(np.argmax(areas))
+        if len(boxes) > 1:
+            warnings.warn(f"{len(boxes)} faces found in {name}; animating the largest", stacklevel=3)
+        if keypoints is not None:
+            keypoints = keypoints[best]
+            box = _image_box(invert_transform(similarity_transform(keypoints, canonical_five_points())))
+        else:
+            box = boxes[best]
+        box = tuple(float(v) for v in box)
+        width = box[2] - box[0]
+        if width < MIN_FACE_SIZE:
+            raise FaceError(f"face is only {width:.0f} px wide in {name}; use a photo where the face is at least {MIN_FACE_SIZE} px")
+        return box, keypoints
+
+
+def _image_box(inverse) -> tuple:
+    """dlib's box for a face aligned with this crop->image transform: the canonical face's box
+    carried back into the image (its bounding box, should the face be tilted)."""
+    x0, y0, x1, y1 = _predictor_box(_canonical())
+    corners = transform_points(inverse, np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32))
+    return tuple(float(v) for v in (*corners.min(0), *corners.max(0)))
+
+
+def _detect_hog(image: np.ndarray) -> np.ndarray:
+    """All HOG face boxes (N, 4) in image pixels."""
+    detector = _dlib_detector()
+    height, width = image.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
+    small = image if scale == 1.0 else cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    with _lock:
+        rects = detector(small, 0)
+        if not len(rects):
+            # One upsampling finds faces down to ~40 px: enough to tell the user the face is too small.
+            rects = detector(small, 1)
+    boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], dtype=np.float64).reshape(-1, 4)
+    return boxes / scale
+
+
+def _scrfd(model_path):
+    path = Path(model_path or DEFAULT_INSIGHTFACE_MODEL).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"insightface detector {path} not found: pip install insightface and run insightface's "
+            "FaceAnalysis(name='buffalo_s') once online, or pass insightface_model=PATH"
+        )
+    key = ("scrfd", str(path.resolve()))
+    with _lock:
+        if key not in _models:
+            try:
+                from insightface.model_zoo import get_model
+            except ImportError:
+                raise CheckpointError("the insightface backend needs the insightface package: pip install insightface onnxruntime") from None
+            model = get_model(str(path), providers=["CPUExecutionProvider"])
+            if model is None or not hasattr(model, "detect"):
+                raise CheckpointError(f"{path} is not an insightface SCRFD detector: pass det_500m.onnx / scrfd_*.onnx")
+            model.prepare(ctx_id=-1, input_size=(640, 640))
+            _models[key] = model
+        model = _models[key]
+
+    def detect(image: np.ndarray):
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        with _lock:
+            boxes, keypoints = model.detect(bgr)
+        if keypoints is None:
+            return np.zeros((0, 4)), np.zeros((0, 5, 2), np.float32)
+        return boxes[:, :4].astype(np.float64), keypoints.astype(np.float32)
+
+    return detect
+
+
+# ----------------------------------------------------------------------------------------------
+# Paste-back
+
+
+class PasteBack:
+    """Put generated 128×96 crops back into the photo they were aligned from.
+
+    The feathered face mask and the photo region are prepared once, so each call is one small
+    warp and a blend. Pixels outside the mask stay exactly as in the photo.
+    """
+
+    def __init__(self, image, aligned: AlignedFace, feather: float = DEFAULT_FEATHER):
+        self.image, _ = _image_and_name(image)
+        if tuple(self.image.shape[:2]) != tuple(aligned.image_shape):
+            raise FaceError(f"paste_back got a {self.image.shape[1]}×{self.image.shape[0]} image but the face was aligned in a "
+                            f"{aligned.image_shape[1]}×{aligned.image_shape[0]} one: pass the photo the face came from")
+        height, width = self.image.shape[:2]
+        inverse = np.asarray(aligned.inverse, dtype=np.float64)
+        corners = transform_points(inverse, _crop_corners())
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [width, height])
+        self.region = (slice(y0, max(y1, y0)), slice(x0, max(x1, x0)))
+        self.size = (int(max(x1 - x0, 0)), int(max(y1 - y0, 0)))
+        # crop -> region-of-interest coordinates
+        self.to_region = inverse.copy()
+        self.to_region[:, 2] -= (x0, y0)
+        mask = face_mask(feather)
+        if self.size[0] and self.size[1]:
+            self.mask = cv2.warpAffine(mask, self.to_region, self.size, flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)[:, :, None]
+        else:
+            self.mask = np.zeros((0, 0, 1), np.float32)
+
+    def __call__(self, crop, out: np.ndarray | None = None) -> np.ndarray:
+        """The photo with `crop` pasted in. `out`, a previous result of this helper, is reused
+        (only the face region is rewritten), which saves copying a large photo every frame."""
+        crop = np.asarray(crop)
+        if crop.shape != (CROP_HEIGHT, CROP_WIDTH, 3) or crop.dtype != np.uint8:
+            raise FaceError(f"paste_back expects a {CROP_HEIGHT}×{CROP_WIDTH}×3 uint8 crop, got {crop.shape} {crop.dtype}; convert frames with (x + 1) * 127.5")
+        if out is None:
+            out = self.image.copy()
+        elif out.shape != self.image.shape or out.dtype != np.uint8:
+            raise FaceError(f"PasteBack out= must be a {self.image.shape} uint8 array like its earlier results")
+        if not self.mask.size:
+            return out
+        warped = cv2.warpAffine(crop, self.to_region, self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        base = self.image[self.region].astype(np.float32)
+        out[self.region] = np.rint(base + self.mask * (warped.astype(np.float32) - base)).astype(np.uint8)
+        return out
+
+
+def face_mask(feather: float = DEFAULT_FEATHER) -> np.ndarray:
+    """The paste-back weight (128×96 float32 in [0, 1]): an ellipse around the canonical face,
+    from mid-forehead to below the chin (room for an open jaw), with a Gaussian edge `feather`
+    crop pixels wide that reaches zero before the crop border."""
+    points = _canonical()
+    feather = float(max(feather, 0.0))
+    brow_top, chin = points[17:27, 1].min(), points[8, 1]
+    face_height = chin - brow_top
+    top, bottom = brow_top - 0.25 * face_height, chin + 0.12 * face_height
+    half_width = 0.5 * (points[16, 0] - points[0, 0]) * 1.06
+    cx = points[:, 0].mean()
+    # Keep the soft edge inside the crop, so no step shows at the crop's rectangle.
+    inset = 1.0 + 1.5 * feather
+    top, bottom = max(top, inset), min(bottom, CROP_HEIGHT - 1 - inset)
+    half_width = min(half_width, cx - inset, CROP_WIDTH - 1 - inset - cx)
+    ys, xs = np.mgrid[0:CROP_HEIGHT, 0:CROP_WIDTH].astype(np.float32)
+    cy, half_height = 0.5 * (top + bottom), 0.5 * (bottom - top)
+    mask = (((xs - cx) / half_width) ** 2 + ((ys - cy) / half_height) ** 2 <= 1.0).astype(np.float32)
+    if feather > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=feather / 2, borderType=cv2.BORDER_CONSTANT)
+    mask[[0, -1], :] = 0
+    mask[:, [0, -1]] = 0
+    return mask
+
+
+def paste_back(image, crop, aligned: AlignedFace, feather: float = DEFAULT_FEATHER) -> np.ndarray:
+    """Warp a (generated) 128×96 crop back into the photo with a feathered face mask; H×W×3 uint8.
+    For many frames of one photo build a `PasteBack` once and call it per frame."""
+    return PasteBack(image, aligned, feather)(crop)
