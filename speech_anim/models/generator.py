@@ -1,0 +1,267 @@
+"""The temporal generator (paper §3.1, Fig. 4): still face + speech windows -> video frames.
+
+    still (B×3×128×96) --IdentityEncoder--> z_id (128), U-Net skip maps      once per clip
+    audio (B×T×3200)   --ContentEncoder---> z_c (256 per frame, GRU)        streaming, stateful
+    N(0, 0.6) noise    --NoiseGenerator---> z_n (10 per frame, GRU)         streaming, stateful
+    [z_c, z_id, z_n]   --FrameDecoder-----> frames (B×T×3×128×96, tanh)     all B·T frames in one batch
+
+Everything that depends only on the still (identity code and the decoder's skip contributions) is
+computed once per clip and kept in `GeneratorState`, so generating a clip chunk by chunk costs the
+same as one pass and, in eval mode, gives the same frames (the GRU states are carried along).
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..errors import AudioError, ImageError
+from .hub import SafeHubMixin
+
+FRAME_HEIGHT, FRAME_WIDTH = 128, 96
+# Five stride-2 stages take 128×96 to 4×3; the decoder fuses the identity maps of the deepest four.
+ENCODER_CHANNELS = (64, 128, 256, 512, 1024)
+SKIP_LEVELS = 4
+AUDIO_CHANNELS = (16, 32, 64, 128, 256, 512)
+
+
+@dataclass
+class GeneratorConfig:
+    """Sizes of the generator. `width` scales every conv channel count (1.0 = paper).
+
+    `audio_gru_layers=1` is the paper; 2 reproduces the size of the authors' released model (~56 M).
+    """
+
+    width: float = 1.0
+    audio_gru_layers: int = 1
+    id_dim: int = 128
+    content_dim: int = 256
+    noise_dim: int = 10
+    noise_variance: float = 0.6
+    sample_rate: int = 16000
+    fps: float = 25.0
+    window_samples: int = 3200  # 0.2 s of audio per video frame (Eq. 1)
+
+    def __post_init__(self):
+        if not self.width > 0:
+            raise ValueError(f"GeneratorConfig.width must be > 0, got {self.width}")
+        if self.audio_gru_layers < 1:
+            raise ValueError(f"GeneratorConfig.audio_gru_layers must be >= 1, got {self.audio_gru_layers}")
+        for name in ("id_dim", "content_dim", "noise_dim", "sample_rate", "window_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GeneratorConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    def channels(self, base: int) -> int:
+        return max(1, round(base * self.width))
+
+
+@dataclass
+class GeneratorState:
+    """What a chunk hands to the next one: per-clip identity features and the two GRU states."""
+
+    z_id: torch.Tensor  # B×id_dim
+    skips: list[torch.Tensor]  # the decoder's per-clip skip contributions
+    content: torch.Tensor | None = None  # layers×B×content_dim
+    noise: torch.Tensor | None = None  # 1×B×noise_dim
+
+    def detach(self) -> "GeneratorState":
+        """Cut the autograd graph (truncated back-propagation through time)."""
+        content = None if self.content is None else self.content.detach()
+        noise = None if self.noise is None else self.noise.detach()
+        return GeneratorState(self.z_id.detach(), [s.detach() for s in self.skips], content, noise)
+
+
+def _conv_bn_relu(conv: nn.Module, channels: int, dims: int = 2) -> nn.Sequential:
+    norm = nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
+    return nn.Sequential(conv, norm, nn.ReLU(inplace=True))
+
+
+class IdentityEncoder(nn.Module):
+    """Still face -> identity code z_id (tanh) and the intermediate maps for the U-Net skips."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        channels = [3] + [config.channels(c) for c in ENCODER_CHANNELS]
+        self.blocks = nn.ModuleList(
+            _conv_bn_relu(nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False), cout)
+            for cin, cout in zip(channels[:-1], channels[1:])
+        )
+        final = (FRAME_HEIGHT >> len(ENCODER_CHANNELS), FRAME_WIDTH >> len(ENCODER_CHANNELS))  # 4×3
+        self.to_code = nn.Conv2d(channels[-1], config.id_dim, final)
+
+    def forward(self, still: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        maps = []
+        x = still
+        for block in self.blocks:
+            x = block(x)
+            maps.append(x)
+        return torch.tanh(self.to_code(x).flatten(1)), maps
+
+
+class ContentEncoder(nn.Module):
+    """Raw 0.2 s waveform windows -> z_c per frame: 1-D convs per window, then a GRU across frames.
+
+    The first kernel spans 5 ms with a 1 ms stride: long first filters on raw audio act as a learned
+    band-pass filter bank (Dai et al., 2017, "Very deep CNNs for raw waveforms").
+    """
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        kernel, stride = round(0.005 * config.sample_rate), round(0.001 * config.sample_rate)
+        padding = kernel // 2 - stride // 2  # one output per stride: 3200 samples -> 200 steps
+        channels = [config.channels(c) for c in AUDIO_CHANNELS]
+        layers = [_conv_bn_relu(nn.Conv1d(1, channels[0], kernel, stride, padding, bias=False), channels[0], dims=1)]
+        length = (config.window_samples + 2 * padding - kernel) // stride + 1
+        for cin, cout in zip(channels[:-1], channels[1:]):
+            layers.append(_conv_bn_relu(nn.Conv1d(cin, cout, 4, stride=2, padding=1, bias=False), cout, dims=1))
+            length = length // 2
+        if length < 1:
+            raise ValueError(f"window_samples={config.window_samples} is too short for the audio encoder")
+        self.convs = nn.Sequential(*layers)
+        self.to_code = nn.Conv1d(channels[-1], config.content_dim, length)  # over what is left of the window
+        self.gru = nn.GRU(config.content_dim, config.content_dim, config.audio_gru_layers, batch_first=True)
+        self.window_samples = config.window_samples
+
+    def forward(self, audio: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, frames, samples = audio.shape
+        codes = torch.tanh(self.to_code(self.convs(audio.reshape(batch * frames, 1, samples))))
+        return self.gru(codes.view(batch, frames, -1), hidden)
+
+
+class NoiseGenerator(nn.Module):
+    """Per-frame Gaussian noise through a GRU: temporally coherent randomness (blinks, brows)."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.gru = nn.GRU(config.noise_dim, config.noise_dim, batch_first=True)
+        self.noise_dim = config.noise_dim
+        self.std = math.sqrt(config.noise_variance)
+
+    def sample(self, batch: int, frames: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+        """B×T×noise_dim noise drawn frame by frame, so that consecutive chunks drawn from one
+        `generator` give exactly the numbers of a single draw of the whole clip."""
+        if generator is not None:
+            device = generator.device
+        draws = [torch.randn(batch, self.noise_dim, generator=generator, device=device) for _ in range(frames)]
+        return self.std * torch.stack(draws, dim=1) if draws else torch.zeros(batch, 0, self.noise_dim, device=device)
+
+    def forward(self, noise: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gru(noise, hidden)
+
+
+class FrameDecoder(nn.Module):
+    """Per-frame latent -> frame, with U-Net skips from the identity encoder (paper Fig. 4).
+
+    At each of the four coarsest scales a 3×3 conv fuses [x, skip]; it is split into a conv on x and a
+    conv on the skip (the same linear map), because the skip half depends only on the still and is
+    computed once per clip by `encode_skips` instead of once per frame.
+    """
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        channels = [config.channels(c) for c in reversed(ENCODER_CHANNELS)]  # 1024 … 64
+        latent = config.content_dim + config.id_dim + config.noise_dim
+        self.start = (FRAME_HEIGHT >> len(ENCODER_CHANNELS), FRAME_WIDTH >> len(ENCODER_CHANNELS))
+        self.project = nn.Linear(latent, channels[0] * self.start[0] * self.start[1], bias=False)
+        self.project_norm = nn.BatchNorm2d(channels[0])
+        self.fuse_x = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1, bias=False) for c in channels[:SKIP_LEVELS])
+        self.fuse_skip = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1, bias=False) for c in channels[:SKIP_LEVELS])
+        self.fuse_norm = nn.ModuleList(nn.BatchNorm2d(c) for c in channels[:SKIP_LEVELS])
+        self.up = nn.ModuleList(
+            _conv_bn_relu(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), cout)
+            for cin, cout in zip(channels[:SKIP_LEVELS], channels[1:])
+        )
+        self.to_rgb = nn.ConvTranspose2d(channels[-1], 3, 4, stride=2, padding=1)
+
+    def encode_skips(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-clip skip contributions from the identity encoder's maps (coarsest first)."""
+        deepest = list(reversed(maps))[:SKIP_LEVELS]
+        return [conv(m) for conv, m in zip(self.fuse_skip, deepest)]
+
+    def forward(self, latent: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        batch, frames, _ = latent.shape
+        x = self.project(latent.reshape(batch * frames, -1)).view(batch * frames, -1, *self.start)
+        x = torch.relu(self.project_norm(x))
+        for fuse_x, skip, norm, up in zip(self.fuse_x, skips, self.fuse_norm, self.up):
+            y = fuse_x(x)
+            # Broadcast the clip's skip over its frames without copying it T times.
+            y = (y.view(batch, frames, *y.shape[1:]) + skip[:, None]).view_as(y)
+            x = up(torch.relu(norm(y)))
+        return torch.tanh(self.to_rgb(x)).view(batch, frames, 3, FRAME_HEIGHT, FRAME_WIDTH)
+
+
+class Generator(nn.Module, SafeHubMixin):
+    """Still face + per-frame audio windows -> talking-head video in [-1, 1]."""
+
+    def __init__(self, config: GeneratorConfig | None = None):
+        super().__init__()
+        if config is None:
+            config = GeneratorConfig()
+        elif isinstance(config, dict):
+            config = GeneratorConfig(**config)
+        self.config = config
+        self._hub_mixin_config = config  # what save_pretrained writes to config.json
+        self.identity_encoder = IdentityEncoder(config)
+        self.content_encoder = ContentEncoder(config)
+        self.noise_generator = NoiseGenerator(config)
+        self.decoder = FrameDecoder(config)
+        self.apply(_init_weights)
+
+    def sample_noise(self, batch: int, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """B×T×noise_dim noise, N(0, noise_variance); chunk-invariant for a given `generator`."""
+        device = None if generator is not None else next(self.parameters()).device
+        return self.noise_generator.sample(batch, frames, generator, device)
+
+    def init_state(self, still: torch.Tensor) -> GeneratorState:
+        """Encode the still once: identity code and decoder skips for every chunk of the clip."""
+        if still.dim() != 4 or tuple(still.shape[1:]) != (3, FRAME_HEIGHT, FRAME_WIDTH):
+            raise ImageError(f"still must be B×3×{FRAME_HEIGHT}×{FRAME_WIDTH}, got {tuple(still.shape)}; align the face first")
+        z_id, maps = self.identity_encoder(still)
+        return GeneratorState(z_id, self.decoder.encode_skips(maps))
+
+    def forward(self, still: torch.Tensor | None, audio: torch.Tensor, noise: torch.Tensor | None = None,
+                state: GeneratorState | None = None, return_state: bool = False,
+                generator: torch.Generator | None = None):
+        """Frames B×T×3×128×96 for audio windows B×T×window_samples.
+
+        `noise` (B×T×noise_dim) defaults to `sample_noise(B, T, generator)`. With `state` (from a
+        previous chunk's `return_state=True`, or `init_state`) the still is not encoded again and may be
+        None; the returned state continues the clip.
+        """
+        if audio.dim() != 3 or audio.shape[2] != self.config.window_samples or audio.shape[1] == 0:
+            raise AudioError(f"audio must be B×T×{self.config.window_samples} windows with T >= 1, got {tuple(audio.shape)}")
+        if state is None:
+            if still is None:
+                raise ImageError("Generator needs a still image (or a state from a previous chunk)")
+            state = self.init_state(still)
+        batch, frames = audio.shape[:2]
+        if state.z_id.shape[0] != batch:
+            raise AudioError(f"audio batch {batch} does not match the still batch {state.z_id.shape[0]}")
+        if noise is None:
+            noise = self.sample_noise(batch, frames, generator)
+        elif tuple(noise.shape) != (batch, frames, self.config.noise_dim):
+            raise ValueError(f"noise must be {batch}×{frames}×{self.config.noise_dim}, got {tuple(noise.shape)}")
+
+        z_c, content_state = self.content_encoder(audio, state.content)
+        z_n, noise_state = self.noise_generator(noise.to(z_c), state.noise)
+        z_id = state.z_id[:, None].expand(batch, frames, -1)
+        video = self.decoder(torch.cat([z_c, z_id, z_n], dim=-1), state.skips)
+        if return_state:
+            return video, GeneratorState(state.z_id, state.skips, content_state, noise_state)
+        return video
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
+
+
+def _init_weights(module: nn.Module) -> None:
+    # DCGAN initialisation for the convolutions; GRUs and linears keep PyTorch's defaults.
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

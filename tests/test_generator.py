@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+from speech_anim.errors import AudioError, ImageError
+from speech_anim.models.generator import Generator, GeneratorConfig
+
+TINY = GeneratorConfig(width=0.125)
+
+
+def _inputs(batch=2, frames=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    still = torch.rand(batch, 3, 128, 96, generator=g) * 2 - 1
+    audio = torch.randn(batch, frames, 3200, generator=g) * 0.1
+    return still, audio
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Generator(TINY).eval()
+
+
+def _num_params(config):
+    with torch.device("meta"):  # count without allocating 56 M floats
+        return sum(p.numel() for p in Generator(config).parameters())
+
+
+def test_output_shape_and_range(model):
+    still, audio = _inputs(batch=2, frames=5)
+    with torch.no_grad():
+        video = model(still, audio)
+    assert video.shape == (2, 5, 3, 128, 96)
+    assert torch.isfinite(video).all()
+    assert video.abs().max() <= 1
+
+
+def test_returns_state_and_accepts_given_noise(model):
+    still, audio = _inputs(batch=1, frames=4)
+    noise = model.sample_noise(1, 4, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        video, state = model(still, audio, noise=noise, return_state=True)
+        again = model(still, audio, noise=noise)
+    assert torch.equal(video, again)
+    assert state.content.shape == (TINY.audio_gru_layers, 1, TINY.content_dim)
+    assert state.noise.shape == (1, 1, TINY.noise_dim)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_paper_size_parameter_count(layers):
+    # The authors' released generator has ~55 M parameters (2-layer audio GRU); the paper uses 1 layer.
+    two = _num_params(GeneratorConfig(width=1.0, audio_gru_layers=2))
+    assert 53e6 <= two <= 57e6
+    one_gru_layer = 3 * (256 * 256 * 2 + 2 * 256)
+    assert _num_params(GeneratorConfig(width=1.0, audio_gru_layers=layers)) == two - (2 - layers) * one_gru_layer
+
+
+@pytest.mark.parametrize("width", [0.125, 0.25, 0.01])
+def test_small_widths_run(width):
+    model = Generator(GeneratorConfig(width=width)).eval()
+    still, audio = _inputs(batch=1, frames=2)
+    with torch.no_grad():
+        assert model(still, audio).shape == (1, 2, 3, 128, 96)
+
+
+def test_sample_noise_is_chunk_invariant_with_paper_variance(model):
+    whole = model.sample_noise(3, 37, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    chunks = torch.cat([model.sample_noise(3, 7, g), model.sample_noise(3, 30, g)], dim=1)
+    assert torch.equal(whole, chunks)
+    big = model.sample_noise(4, 2000, torch.Generator().manual_seed(0))
+    assert big.shape == (4, 2000, 10)
+    assert abs(big.var().item() - 0.6) < 0.03
+    assert abs(big.mean().item()) < 0.02
+
+
+def test_streaming_in_chunks_equals_one_pass(model):
+    still, audio = _inputs(batch=2, frames=45, seed=1)
+    with torch.no_grad():
+        whole = model(still, audio, generator=torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(5)
+        parts, state = [], None
+        for start, stop in [(0, 7), (7, 37), (37, 45)]:
+            # After the first chunk the still is cached in the state and not needed.
+            video, state = model(still if state is None else None, audio[:, start:stop], state=state,
+                                 return_state=True, generator=g)
+            parts.append(video)
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=1e-5, rtol=0)
+
+
+def test_seed_determinism_and_different_seeds_differ(model):
+    still, audio = _inputs(batch=1, frames=6)
+    with torch.no_grad():
+        a = model(still, audio, generator=torch.Generator().manual_seed(1))
+        b = model(still, audio, generator=torch.Generator().manual_seed(1))
+        c = model(still, audio, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_every_part_gets_gradients():
+    model = Generator(TINY).train()
+    still, audio = _inputs(batch=2, frames=3)
+    model(still, audio).square().mean().backward()
+    for name in ("identity_encoder", "content_encoder", "noise_generator", "decoder"):
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert all(g is not None for g in grads), name
+        assert sum(g.abs().sum() for g in grads) > 0, name
+
+
+def test_bad_inputs_raise_one_line_errors(model):
+    still, audio = _inputs(batch=1, frames=2)
+    with pytest.raises(ImageError, match="B×3×128×96"):
+        model(still[:, :, :64], audio)
+    with pytest.raises(AudioError, match="3200"):
+        model(still, audio[..., :1600])
+    with pytest.raises(AudioError, match="T >= 1"):
+        model(still, audio[:, :0])
+    with pytest.raises(AudioError, match="batch"):
+        model(still, torch.cat([audio, audio]))
+    with pytest.raises(ImageError):
+        model(None, audio)
+    with pytest.raises(ValueError, match="noise"):
+        model(still, audio, noise=torch.zeros(1, 3, 10))
+    with pytest.raises(ValueError, match="width"):
+        GeneratorConfig(width=0)
