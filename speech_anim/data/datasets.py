@@ -1,0 +1,267 @@
+"""The training/evaluation Dataset over preprocessed clips (see `preprocess.py` for the format).
+
+Each item is what the paper's training needs from one clip: a still identity frame (a random frame
+of the clip: the generator is conditioned on one still), the aligned video, one 0.2 s audio window
+per frame (Eq. 1), the same clip's audio shifted by a random offset for the synchronisation
+discriminator's out-of-sync pairs (Fig. 6), the raw audio, the landmarks and the length.
+`collate_clips` pads clips of different lengths and adds a mask.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import frame_audio
+from .preprocess import clip_path, decode_frames, scan_clips
+from .readers import DatasetError, paper_split
+
+# Out-of-sync audio is shifted by at least this many frames (0.2 s at 25 fps: one audio window
+# further, so no window overlaps its in-sync counterpart) and at most `max_shift` frames.
+MIN_SHIFT = 5
+MAX_SHIFT = 25
+SPLIT_NAMES = ("train", "val", "test", "unseen")
+PAPER_SPLIT_NAMES = ("paper-train", "paper-val", "paper-test")
+
+# iBUG 68 point i of a mirrored face is point MIRROR_LANDMARKS[i] of the original: the face's
+# right side becomes its left (jaw, brows, eyes, nose wings, mouth corners swap; the midline stays).
+MIRROR_LANDMARKS = np.array(
+    list(range(16, -1, -1))  # jaw 0..16
+    + list(range(26, 16, -1))  # brows 17..21 <-> 26..22
+    + [27, 28, 29, 30]  # nose bridge
+    + [35, 34, 33, 32, 31]  # nose base
+    + [45, 44, 43, 42, 47, 46]  # right eye 36..41 <- left eye
+    + [39, 38, 37, 36, 41, 40]  # left eye 42..47 <- right eye
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lip 48..59
+    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner lip 60..67
+)
+
+
+class TalkingFaceDataset(torch.utils.data.Dataset):
+    """Clips of a preprocessed dataset at `root` (the `--out` of `speech-anim preprocess`).
+
+    split: None / "all" (every clip), "train" / "val" / "test" / "unseen" (the list files shipped
+        in speech_anim/data/splits/, `<dataset>_<split>.txt`), "paper-train" / "paper-val" /
+        "paper-test" (the paper's speaker-wise split, `readers.paper_split`), a path to a list
+        file (one clip id per line) or a list of clip ids.
+    frames: None for whole clips, or N for a random N-frame window of each clip (clips shorter
+        than N are left out).
+    mirror: flip each sample horizontally with probability 1/2 (video, still and landmarks).
+    min_shift, max_shift: range of the out-of-sync audio's offset in frames (either sign).
+    seed: None draws from torch's seed (different every epoch and DataLoader worker, reproducible
+        under torch.manual_seed); an int makes item i of epoch e (`set_epoch`) always the same
+        (persistent DataLoader workers hold their own copy: they do not see `set_epoch`).
+
+    Items are dicts: still (3, 128, 96) and video (T, 3, 128, 96) float32 in [-1, 1]; audio and
+    audio_shifted (T, 3200) float32; shift (frames); raw_audio (T * 16000 / fps,) float32;
+    landmarks (T, 68, 2) float32 crop pixels; length, start (first frame in the clip), fps,
+    mirrored, id, speaker.
+    """
+
+    def __init__(self, root, split=None, frames: int | None = None, mirror: bool = False,
+                 min_shift: int = MIN_SHIFT, max_shift: int = MAX_SHIFT, seed: int | None = None):  # fmt: skip
+        self.root = Path(root)
+        if frames is not None and frames < 1:
+            raise DatasetError(f"frames must be at least 1 (or None for whole clips), got {frames}")
+        if not 1 <= min_shift <= max_shift:
+            raise DatasetError(f"need 1 <= min_shift <= max_shift, got {min_shift} and {max_shift}")
+        self.frames, self.mirror, self.seed = frames, mirror, seed
+        self.min_shift, self.max_shift = min_shift, max_shift
+        self.epoch = 0
+        self._draws = 0
+
+        self.dataset, clips = _load_index(self.root)
+        wanted = _split_ids(split, self.dataset, clips)
+        by_id = {c["id"]: c for c in clips}
+        if wanted is not None:
+            missing = [i for i in wanted if i not in by_id]
+            if missing:
+                warnings.warn(
+                    f"{len(missing)} of the {len(wanted)} clips of split {split!r} are not in {self.root} "
+                    f"(skipped or not preprocessed), e.g. {missing[0]}", stacklevel=2,
+                )  # fmt: skip
+            clips = [by_id[i] for i in wanted if i in by_id]
+        if frames is not None:
+            clips = [c for c in clips if c["frames"] >= frames]
+        if not clips:
+            raise DatasetError(
+                f"no clips for split {split!r}" + (f" with at least {frames} frames" if frames else "")
+                + f" in {self.root}: check the split and that preprocessing finished"
+            )  # fmt: skip
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def set_epoch(self, epoch: int) -> None:
+        """With an int `seed`: draw epoch `epoch`'s random choices."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.seed is not None:
+            return np.random.default_rng([self.seed, self.epoch, index])
+        # torch's seed differs per DataLoader worker and per epoch; the counter separates items of
+        # one process that share it (num_workers=0, or one index drawn twice).
+        self._draws += 1
+        return np.random.default_rng([torch.initial_seed() % 2**63, index, self._draws])
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.clips[index]
+        rng = self._rng(index)
+        path = clip_path(self.root, entry["id"])
+        try:
+            with np.load(path, allow_pickle=False) as clip:
+                data, offsets = clip["frames"], clip["frame_offsets"]
+                audio = clip["audio"].astype(np.float32) / 32768.0
+                landmarks_all = clip["landmarks"]
+        except FileNotFoundError:
+            raise DatasetError(f"{path} is missing: rerun `speech-anim preprocess` on {self.root}") from None
+
+        total = len(offsets) - 1
+        length = total if self.frames is None else self.frames
+        start = int(rng.integers(0, total - length + 1))
+        still_index = int(rng.integers(0, total))
+        frames = decode_frames(data, offsets, [*range(start, start + length), still_index])
+        video, still = frames[:length], frames[length]
+        landmarks = landmarks_all[start : start + length].astype(np.float32)
+
+        fps = float(entry["fps"])
+        windows = frame_audio(audio, fps, frames=total)
+        shift = self._draw_shift(rng, start, length, total)
+        shifted = _shifted_windows(audio, fps, total, start, length, shift)
+        hop = 16000 / fps
+        first, count = int(round(start * hop)), int(round(length * hop))
+        raw = np.zeros(count, np.float32)
+        piece = audio[first : first + count]
+        raw[: len(piece)] = piece
+
+        mirrored = bool(self.mirror and rng.random() < 0.5)
+        if mirrored:
+            video, still = video[:, :, ::-1], still[:, ::-1]
+            landmarks = landmarks[:, MIRROR_LANDMARKS]
+            landmarks[..., 0] = video.shape[2] - 1 - landmarks[..., 0]
+
+        return {
+            "still": _to_tensor(still[None])[0],
+            "video": _to_tensor(video),
+            "audio": torch.from_numpy(np.ascontiguousarray(windows[start : start + length])),
+            "audio_shifted": torch.from_numpy(shifted),
+            "shift": shift,
+            "raw_audio": torch.from_numpy(raw),
+            "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks)),
+            "length": length,
+            "start": start,
+            "fps": fps,
+            "mirrored": mirrored,
+            "id": entry["id"],
+            "speaker": entry["speaker"],
+        }
+
+    def _draw_shift(self, rng, start: int, length: int, total: int) -> int:
+        """An offset with min_shift <= |shift| <= max_shift, inside the clip when one exists."""
+        magnitudes = np.arange(self.min_shift, self.max_shift + 1)
+        offsets = np.concatenate([-magnitudes[::-1], magnitudes])
+        inside = offsets[(start + offsets >= 0) & (start + offsets + length <= total)]
+        return int(rng.choice(inside if len(inside) else offsets))
+
+
+def _shifted_windows(audio, fps: float, total: int, start: int, length: int, shift: int) -> np.ndarray:
+    """Windows of frames start+shift ... start+shift+length-1; zeros beyond the clip's audio."""
+    first = start + shift
+    pad_frames = max(0, -first, first + length - total)
+    pad = int(round(pad_frames * 16000 / fps))
+    # Padding by whole frames keeps the windows on the clip's frame grid (to half a sample).
+    padded = np.pad(audio, (pad, pad))
+    windows = frame_audio(padded, fps, frames=total + 2 * pad_frames)
+    return np.ascontiguousarray(windows[first + pad_frames : first + pad_frames + length])
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """N×H×W×3 uint8 -> N×3×H×W float32 in [-1, 1]."""
+    # In numpy on a contiguous copy: torch's elementwise ops on the permuted (strided) view were
+    # several times slower (benchmarks/dataloader.py).
+    pixels = np.ascontiguousarray(frames.transpose(0, 3, 1, 2)).astype(np.float32)
+    pixels *= 1 / 127.5
+    pixels -= 1.0
+    return torch.from_numpy(pixels)
+
+
+def collate_clips(items: list[dict]) -> dict:
+    """Batch items of different lengths: time axes zero padded to the longest, plus
+    `mask` (B, T) bool (True on real frames) and `lengths` (B,) long."""
+    lengths = torch.tensor([item["length"] for item in items], dtype=torch.long)
+    longest = int(lengths.max())
+    batch = {
+        "still": torch.stack([item["still"] for item in items]),
+        "lengths": lengths,
+        "mask": torch.arange(longest)[None, :] < lengths[:, None],
+    }
+    for key in ("video", "audio", "audio_shifted", "landmarks", "raw_audio"):
+        tensors = [item[key] for item in items]
+        size = longest if key != "raw_audio" else max(len(t) for t in tensors)
+        out = tensors[0].new_zeros((len(tensors), size, *tensors[0].shape[1:]))
+        for i, tensor in enumerate(tensors):
+            out[i, : len(tensor)] = tensor
+        batch[key] = out
+    for key in ("shift", "start", "length"):
+        batch[key] = torch.tensor([item[key] for item in items], dtype=torch.long)
+    batch["fps"] = torch.tensor([item["fps"] for item in items], dtype=torch.float32)
+    batch["mirrored"] = torch.tensor([item["mirrored"] for item in items])
+    batch["id"] = [item["id"] for item in items]
+    batch["speaker"] = [item["speaker"] for item in items]
+    return batch
+
+
+def _load_index(root: Path) -> tuple[str | None, list[dict]]:
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} not found: run `speech-anim preprocess --out {root}` first")
+    index_file = root / "index.json"
+    if index_file.is_file():
+        index = json.loads(index_file.read_text())
+        return index.get("dataset"), index["clips"]
+    # A run still going (or killed) has written no index yet: read the finished clips directly.
+    marker = root / "dataset.json"
+    dataset = json.loads(marker.read_text()).get("dataset") if marker.is_file() else None
+    clips = scan_clips(root)
+    if not clips:
+        raise DatasetError(f"{root} holds no preprocessed clips: run `speech-anim preprocess --out {root}` first")
+    return dataset, clips
+
+
+def split_file(dataset: str, split: str) -> Path:
+    """The shipped list file of a named split, e.g. ('grid', 'train') -> .../splits/grid_train.txt."""
+    return Path(str(resources.files("speech_anim.data") / "splits" / f"{dataset}_{split}.txt"))
+
+
+def read_split(path) -> list[str]:
+    """Clip ids of a list file: one per line; blank lines and '#' comments ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"split list {path} not found: pass an existing file or one of {', '.join(SPLIT_NAMES)}")
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def _split_ids(split, dataset: str | None, clips: list[dict]) -> list[str] | None:
+    if split is None or split == "all":
+        return None
+    if isinstance(split, (list, tuple)):
+        return [str(i) for i in split]
+    if split in SPLIT_NAMES:
+        path = split_file(dataset or "", split)
+        if not path.is_file():
+            paper = "paper-test" if split == "unseen" else f"paper-{split}"
+            raise DatasetError(f"no '{split}' list for dataset '{dataset}' ({path.name}): use {paper}, a list file, or None")
+        return read_split(path)
+    if split in PAPER_SPLIT_NAMES:
+        name = split.split("-", 1)[1]
+        return [c["id"] for c in clips if paper_split(dataset or "", c["speaker"], c.get("attributes")) == name]
+    if isinstance(split, (str, Path)) and Path(split).suffix == ".txt":
+        return read_split(split)
+    names = ", ".join((*SPLIT_NAMES, *PAPER_SPLIT_NAMES))
+    raise DatasetError(f"unknown split {split!r}: use one of {names}, a .txt list file, a list of ids or None")

@@ -1,0 +1,467 @@
+"""speech_anim.data: corpus readers, preprocessing into aligned clips, split lists and the Dataset.
+
+Real GRID clips from ../shared are preprocessed once per module (3 of s1, 1 of s4 at 720x576, plus
+a corrupt, a silent and a face-lost clip made from them). The other corpora have no real files
+here, so their readers run on tiny layouts these tests build by re-muxing a GRID clip under the
+names each corpus uses.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from speech_anim.audio import frame_audio
+from speech_anim.data import (
+    MIRROR_LANDMARKS, DatasetError, TalkingFaceDataset, collate_clips, paper_split, preprocess, read_clips, read_split,
+    split_file,
+)  # fmt: skip
+from speech_anim.data.preprocess import SKIP_REASONS, clip_path, decode_frames, read_meta, skip_path
+from speech_anim.data.readers import grid_clips, grid_sentence, in_shard, parse_shard, read_grid_align
+from speech_anim.face import STABLE_POINTS, canonical_landmarks, invert_transform, similarity_transform, transform_points
+
+S1_CLIPS = ("bbaf2n", "bbaf3s", "bbaf4p")
+S4_CLIP = "bbilzs"
+# An s4 clip whose sound track has a 0.1 s timestamp gap: its audio ends 3 frames early.
+S4_GAP_CLIP = "bbaf2a"
+W = 96
+
+
+def _ffmpeg(*args) -> None:
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *map(str, args)]
+    subprocess.run(command, check=True)
+
+
+@pytest.fixture(scope="module")
+def grid_layout(grid_root, tmp_path_factory) -> Path:
+    """A GRID layout like ../shared's: real clips linked, and three broken ones made from bbaf2n."""
+    root = tmp_path_factory.mktemp("grid")
+    source = grid_root / "s1" / "video" / "bbaf2n.mp4"
+    for speaker, names in (("s1", S1_CLIPS), ("s4", (S4_CLIP, S4_GAP_CLIP))):
+        (root / speaker / "video").mkdir(parents=True)
+        for name in names:
+            (root / speaker / "video" / f"{name}.mp4").symlink_to(grid_root / speaker / "video" / f"{name}.mp4")
+            align = grid_root / speaker / "align" / f"{name}.align"
+            if align.exists():
+                (root / speaker / "align").mkdir(exist_ok=True)
+                (root / speaker / "align" / f"{name}.align").symlink_to(align)
+    videos = root / "s1" / "video"
+    (videos / "corrupt.mp4").write_bytes(source.read_bytes()[:2000] + os.urandom(3000))
+    _ffmpeg("-i", source, "-c", "copy", "-an", videos / "silent.mp4")
+    # Frames 20-40 blacked out: the face disappears for 0.8 s.
+    black = "drawbox=enable='between(n,20,40)':x=0:y=0:w=iw:h=ih:color=black:t=fill"
+    _ffmpeg("-i", source, "-vf", black, "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy", videos / "facelost.mp4")
+    return root
+
+
+@pytest.fixture(scope="module")
+def processed(grid_layout, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid_out")
+    summary = preprocess("grid", grid_layout, out, workers=1, progress=False)
+    return out, summary
+
+
+# ------------------------------------------------------------------------------------ preprocessing
+def test_preprocess_keeps_good_clips_and_skips_broken_ones_with_reasons(processed):
+    out, summary = processed
+    status = {r.id: (r.status, r.reason) for r in summary.results}
+    for name in S1_CLIPS:
+        assert status[f"s1/{name}"] == ("done", None)
+    assert status[f"s4/{S4_CLIP}"] == ("done", None)
+    assert status["s1/corrupt"] == ("skipped", "unreadable video")
+    assert status["s1/silent"] == ("skipped", "no audio")
+    assert status["s1/facelost"] == ("skipped", "face lost")
+    assert status[f"s4/{S4_GAP_CLIP}"] == ("skipped", "length mismatch")
+    assert {r.reason for r in summary.results if r.reason} <= set(SKIP_REASONS)
+    for clip_id in ("s1/corrupt", "s1/silent", "s1/facelost"):
+        note = json.loads(skip_path(out, clip_id).read_text())
+        assert note["reason"] == status[clip_id][1] and note["detail"] and "\n" not in note["detail"]
+    index = json.loads((out / "index.json").read_text())
+    assert index["dataset"] == "grid"
+    assert [c["id"] for c in index["clips"]] == sorted([f"s1/{n}" for n in S1_CLIPS] + [f"s4/{S4_CLIP}"])
+    assert {s["id"] for s in index["skipped"]} == {"s1/corrupt", "s1/silent", "s1/facelost", f"s4/{S4_GAP_CLIP}"}
+    text = summary.text()
+    assert "4 done" in text and "4 skipped" in text and "face lost" in text and "h of audio" in text
+
+
+def test_clip_file_holds_aligned_frames_audio_landmarks_and_metadata(processed):
+    out, _ = processed
+    with np.load(clip_path(out, "s1/bbaf2n")) as clip:
+        frames = decode_frames(clip["frames"], clip["frame_offsets"])
+        audio, landmarks, matrices = clip["audio"], clip["landmarks"], clip["matrices"]
+        assert clip["interpolated"].shape == (75,) and not clip["interpolated"].any()
+    assert frames.shape == (75, 128, 96, 3) and frames.dtype == np.uint8
+    assert audio.dtype == np.int16 and abs(len(audio) - 3.0 * 16000) < 0.05 * 16000
+    assert landmarks.shape == (75, 68, 2) and matrices.shape == (75, 2, 3)
+    # Aligned: the stable points sit on the canonical face's, and the mouth in the crop's lower half.
+    error = np.linalg.norm(landmarks[:, STABLE_POINTS] - canonical_landmarks()[STABLE_POINTS], axis=-1)
+    assert error.mean() < 3.0, error.mean()
+    assert (landmarks[:, 48:68, 1] > 64).all() and (landmarks[:, 36:48, 1] < 64).all()
+    # Smoothed placement: a fixed point of the face moves less from frame to frame in the crop than
+    # it would if every frame were aligned on its own (unsmoothed) landmarks.
+    image_points = np.stack([transform_points(invert_transform(m), p) for m, p in zip(matrices, landmarks)])
+    raw = np.stack([similarity_transform(p[STABLE_POINTS], canonical_landmarks()[STABLE_POINTS]) for p in image_points])
+    anchor = image_points[0, STABLE_POINTS].mean(0)[None]
+    jitter = lambda ms: np.abs(np.diff([transform_points(m, anchor)[0] for m in ms], 2, axis=0)).mean()  # noqa: E731
+    assert jitter(matrices) < 0.5 * jitter(raw), (jitter(matrices), jitter(raw))
+
+    meta = read_meta(clip_path(out, "s1/bbaf2n"))
+    assert meta["speaker"] == "s1" and meta["fps"] == 25.0 and meta["frames"] == 75
+    assert meta["transcript"] == "bin blue at f two now"
+    assert meta["words"][0] == {"word": "bin", "start": 0.95, "end": 1.18, "start_frame": 23.75, "end_frame": 29.5}
+    assert meta["source_video"].endswith("s1/video/bbaf2n.mp4")
+
+    s4 = read_meta(clip_path(out, f"s4/{S4_CLIP}"))
+    assert s4["source_size"] == [576, 720] and s4["words"] is None
+    assert s4["transcript"] == "bin blue in l zero soon"
+
+
+def test_rerun_skips_finished_and_skipped_clips(processed, grid_layout):
+    out, _ = processed
+    finished = clip_path(out, "s1/bbaf2n")
+    before = finished.stat().st_mtime_ns
+    # A temporary file a killed run left behind (its process is gone) is cleaned up.
+    stale = finished.with_name(f".bbaf3s.npz.{os.uname().nodename}-999999999.tmp")
+    stale.write_bytes(b"half written")
+    summary = preprocess("grid", grid_layout, out, workers=1, progress=False)
+    counts = summary.counts()
+    assert counts["exists"] == 4 and counts["skipped"] == 4 and counts["done"] == 0
+    assert finished.stat().st_mtime_ns == before
+    assert not stale.exists()
+    # A clip whose file is gone (e.g. the run was killed before its rename) is done again.
+    redo = clip_path(out, "s1/bbaf4p")
+    moved = redo.with_suffix(".bak")
+    redo.rename(moved)
+    try:
+        summary = preprocess("grid", grid_layout, out, workers=1, progress=False, shard="1/1")
+        assert summary.counts()["done"] == 1 and redo.exists()
+    finally:
+        moved.unlink(missing_ok=True)
+
+
+def test_out_folder_holds_one_dataset(processed, grid_layout):
+    out, _ = processed
+    with pytest.raises(DatasetError, match="already holds the 'grid' dataset"):
+        preprocess("folder", grid_layout, out, progress=False)
+
+
+# ------------------------------------------------------------------------------------------ Dataset
+def test_dataloader_over_full_clips(processed):
+    out, _ = processed
+    dataset = TalkingFaceDataset(out)
+    assert len(dataset) == 4
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_clips)
+    batches = list(loader)
+    assert sum(len(b["id"]) for b in batches) == 4
+    batch = batches[0]
+    assert batch["video"].shape == (2, 75, 3, 128, 96) and batch["video"].dtype == torch.float32
+    assert batch["still"].shape == (2, 3, 128, 96)
+    assert batch["audio"].shape == (2, 75, 3200) and batch["audio_shifted"].shape == (2, 75, 3200)
+    assert batch["landmarks"].shape == (2, 75, 68, 2)
+    assert batch["raw_audio"].shape == (2, 75 * 640)
+    assert batch["mask"].all() and batch["lengths"].tolist() == [75, 75]
+    for key in ("video", "still", "audio", "audio_shifted", "raw_audio"):
+        assert batch[key].min() >= -1.0 and batch[key].max() <= 1.0, key
+    assert batch["video"].min() < -0.5 and batch["video"].max() > 0.5  # real images, not a constant
+    assert batch["audio"].abs().max() > 0.05  # speech, not silence
+    # The still is one of the clip's own frames.
+    video, still = batch["video"][0], batch["still"][0]
+    assert (video - still).abs().flatten(1).max(1).values.min() == 0
+
+    # 75 frames <-> 75 windows, exactly the framing of the clip's own audio.
+    item = dataset[0]
+    with np.load(clip_path(out, item["id"])) as clip:
+        audio = clip["audio"].astype(np.float32) / 32768
+        stored_landmarks = clip["landmarks"]
+    assert item["length"] == 75 == len(item["video"]) == len(item["audio"])
+    np.testing.assert_array_equal(item["audio"].numpy(), frame_audio(audio, 25.0, frames=75))
+    np.testing.assert_array_equal(item["landmarks"].numpy(), stored_landmarks)
+
+
+def test_subsequences_cut_audio_and_landmarks_consistently(processed):
+    out, _ = processed
+    full = TalkingFaceDataset(out, seed=0)
+    dataset = TalkingFaceDataset(out, frames=16, seed=0)
+    starts = set()
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        for i in range(len(dataset)):
+            item = dataset[i]
+            start = item["start"]
+            starts.add(start)
+            reference = full[i]
+            assert item["video"].shape == (16, 3, 128, 96) and item["audio"].shape == (16, 3200)
+            assert torch.equal(item["audio"], reference["audio"][start : start + 16])
+            assert torch.equal(item["video"], reference["video"][start : start + 16])
+            assert torch.equal(item["landmarks"], reference["landmarks"][start : start + 16])
+            assert len(item["raw_audio"]) == 16 * 640
+    assert len(starts) > 1
+    assert len(TalkingFaceDataset(out, frames=75)) == 4
+    with pytest.raises(DatasetError, match="at least 76 frames"):
+        TalkingFaceDataset(out, frames=76)
+
+
+def test_shifted_audio_is_the_same_clip_out_of_sync(processed):
+    out, _ = processed
+    for frames in (None, 16):
+        dataset = TalkingFaceDataset(out, frames=frames, seed=1)
+        for i in range(len(dataset)):
+            item = dataset[i]
+            shift, start, length = item["shift"], item["start"], item["length"]
+            assert 5 <= abs(shift) <= 25
+            assert (item["audio_shifted"] - item["audio"]).abs().max() > 0.05
+            # Where both exist, shifted window t is in-sync window t + shift of the same clip.
+            # Beyond the clip the audio counts as silence: frame the audio with 25 silent frames on each side.
+            audio = _stored_audio(out, item["id"])
+            full = frame_audio(audio, 25.0, frames=75)
+            extended = frame_audio(np.pad(audio, (25 * 640, 25 * 640)), 25.0, frames=125)
+            for t in range(length):
+                frame = start + t + shift
+                np.testing.assert_allclose(item["audio_shifted"][t].numpy(), extended[frame + 25], atol=1e-6)
+                if 0 <= frame < 75:
+                    np.testing.assert_allclose(item["audio_shifted"][t].numpy(), full[frame], atol=1e-6)
+    # A sub-sequence's shift stays inside the clip when it can.
+    dataset = TalkingFaceDataset(out, frames=16, seed=2)
+    for i in range(len(dataset)):
+        item = dataset[i]
+        assert 0 <= item["start"] + item["shift"] <= 75 - 16
+
+
+def _stored_audio(out, clip_id):
+    with np.load(clip_path(out, clip_id)) as clip:
+        return clip["audio"].astype(np.float32) / 32768
+
+
+def test_mirroring_flips_frames_and_swaps_landmark_sides(processed):
+    out, _ = processed
+    assert sorted(MIRROR_LANDMARKS.tolist()) == list(range(68))
+    assert (MIRROR_LANDMARKS[MIRROR_LANDMARKS] == np.arange(68)).all()  # mirroring twice is the identity
+    plain = TalkingFaceDataset(out, seed=5)
+    mirror = TalkingFaceDataset(out, mirror=True, seed=5)
+    seen = set()
+    for epoch in range(8):
+        plain.set_epoch(epoch), mirror.set_epoch(epoch)
+        a, b = plain[0], mirror[0]
+        seen.add(b["mirrored"])
+        if not b["mirrored"]:
+            assert torch.equal(a["video"], b["video"]) and torch.equal(a["landmarks"], b["landmarks"])
+            continue
+        assert torch.equal(b["video"], a["video"].flip(-1)) and torch.equal(b["still"], a["still"].flip(-1))
+        pa, pb = a["landmarks"].numpy(), b["landmarks"].numpy()
+        # The right eye's outer corner (36, image left) lands where the left eye's outer corner (45) was, mirrored.
+        np.testing.assert_allclose(pb[:, 45], np.stack([W - 1 - pa[:, 36, 0], pa[:, 36, 1]], -1), atol=1e-5)
+        np.testing.assert_allclose(pb[:, 48], np.stack([W - 1 - pa[:, 54, 0], pa[:, 54, 1]], -1), atol=1e-5)
+        np.testing.assert_allclose(pb[:, 8], np.stack([W - 1 - pa[:, 8, 0], pa[:, 8, 1]], -1), atol=1e-5)
+        # The sides keep iBUG's order: 36-41 on the image's left, 42-47 on its right, jaw from left to right.
+        assert (pb[:, 36:42, 0].mean(1) < pb[:, 42:48, 0].mean(1)).all()
+        assert (pb[:, 0, 0] < pb[:, 16, 0]).all()
+        # The mirrored eye points lie where the mirrored image has the eyes: near the other eye's place.
+        assert np.abs(pb[:, 36:42].mean(1) - pa[:, 36:42].mean(1)).max() < 4
+    assert seen == {True, False}
+
+
+def test_seeded_items_repeat_and_epochs_differ(processed):
+    out, _ = processed
+    a, b = TalkingFaceDataset(out, frames=8, mirror=True, seed=7), TalkingFaceDataset(out, frames=8, mirror=True, seed=7)
+    draws = lambda d: [(d[i]["start"], d[i]["shift"], d[i]["mirrored"]) for i in range(len(d))]  # noqa: E731
+    first = draws(a)
+    assert first == draws(b) == draws(a)
+    a.set_epoch(1)
+    assert draws(a) != first
+    # Unseeded: DataLoader workers and repeated reads draw differently.
+    c = TalkingFaceDataset(out, frames=8)
+    assert len({(c[0]["start"], c[0]["shift"]) for _ in range(10)}) > 1
+
+
+def test_collate_pads_and_masks_variable_lengths(processed):
+    out, _ = processed
+    dataset = TalkingFaceDataset(out, frames=20, seed=0)
+    long, short = dataset[0], dataset[1]
+    for key in ("video", "audio", "audio_shifted", "landmarks"):
+        short[key] = short[key][:12]
+    short["raw_audio"], short["length"] = short["raw_audio"][: 12 * 640], 12
+    batch = collate_clips([long, short])
+    assert batch["video"].shape == (2, 20, 3, 128, 96) and batch["audio"].shape == (2, 20, 3200)
+    assert batch["lengths"].tolist() == [20, 12]
+    assert batch["mask"].tolist() == [[True] * 20, [True] * 12 + [False] * 8]
+    assert not batch["video"][1, 12:].any() and not batch["audio"][1, 12:].any()
+    assert torch.equal(batch["video"][1, :12], short["video"]) and batch["raw_audio"].shape == (2, 20 * 640)
+    assert batch["id"] == [long["id"], short["id"]]
+
+
+def test_split_names_lists_and_errors(processed, tmp_path):
+    out, _ = processed
+    with pytest.warns(UserWarning, match="not in"):
+        train = TalkingFaceDataset(out, split="train")
+    shipped = set(read_split(split_file("grid", "train")))
+    assert {c["id"] for c in train.clips} == {c for c in shipped if clip_path(out, c).exists()}
+    listed = tmp_path / "mine.txt"
+    listed.write_text(f"# two clips\ns1/bbaf3s\n\ns4/{S4_CLIP}\n")
+    assert [c["id"] for c in TalkingFaceDataset(out, split=listed).clips] == ["s1/bbaf3s", f"s4/{S4_CLIP}"]
+    assert len(TalkingFaceDataset(out, split=["s1/bbaf2n"])) == 1
+    # Paper split by speaker: s1 is a training speaker, s4 a test speaker under the seeded roster.
+    assert {c["speaker"] for c in TalkingFaceDataset(out, split="paper-train").clips} == {"s1"}
+    assert {c["speaker"] for c in TalkingFaceDataset(out, split="paper-test").clips} == {"s4"}
+    with pytest.raises(DatasetError, match="unknown split"):
+        TalkingFaceDataset(out, split="training")
+    with pytest.raises(DatasetError, match="no clips"):
+        with pytest.warns(UserWarning):
+            TalkingFaceDataset(out, split="unseen")
+    with pytest.raises(DatasetError, match="preprocess"):
+        TalkingFaceDataset(tmp_path / "nothing")
+
+
+def test_shipped_grid_split_lists_match_the_generator(grid_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_splits", Path(__file__).parents[1] / "scripts" / "make_splits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    splits = {name: read_split(split_file("grid", name)) for name in ("train", "val", "test", "unseen")}
+    assert splits == module.make_splits(grid_root)
+    assert [len(splits[n]) for n in ("train", "val", "test", "unseen")] == [860, 100, 100, 10]
+    everything = [i for ids in splits.values() for i in ids]
+    assert len(set(everything)) == len(everything) == 1070  # disjoint and complete
+    speakers = {n: {i.split("/")[0] for i in ids} for n, ids in splits.items()}
+    assert speakers == {"train": {"s1", "s4", "s26"}, "val": {"s1"}, "test": {"s1"}, "unseen": {"s31"}}
+
+
+# ------------------------------------------------------------------------------------------ readers
+def test_grid_reader_on_the_real_layout(grid_root):
+    records = read_clips("grid", grid_root)
+    assert len(records) == 1070
+    assert [r.id for r in records] == sorted(r.id for r in records)
+    by_id = {r.id: r for r in records}
+    assert by_id["s1/bbaf2n"].transcript == "bin blue at f two now" and by_id["s1/bbaf2n"].words[0] == ("bin", 0.95, 1.18)
+    assert by_id["s4/bbaf2a"].words is None and by_id["s4/bbaf2a"].transcript == "bin blue at f two again"
+    assert grid_sentence("s1/swwv9a") == "set white with v nine again" and grid_sentence("hello!") is None
+    words = read_grid_align(grid_root / "s31" / "align" / f"{by_id[[i for i in by_id if i.startswith('s31')][0]].video.stem}.align")
+    assert len(words) == 6 and all(s < e for _, s, e in words)
+
+
+def test_grid_reader_on_the_corpus_layout(grid_root, tmp_path):
+    """The corpus' own layout: sN/*.mpg (MPEG-1) with alignments/sN/*.align."""
+    (tmp_path / "s1").mkdir()
+    (tmp_path / "alignments" / "s1").mkdir(parents=True)
+    _ffmpeg("-i", grid_root / "s1" / "video" / "bbaf2n.mp4", "-t", "0.5", "-c:v", "mpeg1video", "-q:v", "5",
+            "-c:a", "mp2", tmp_path / "s1" / "bbaf2n.mpg")  # fmt: skip
+    (tmp_path / "alignments" / "s1" / "bbaf2n.align").write_text((grid_root / "s1" / "align" / "bbaf2n.align").read_text())
+    (records,) = grid_clips(tmp_path)
+    assert records.id == "s1/bbaf2n" and records.video.suffix == ".mpg" and records.words[0][0] == "bin"
+    from speech_anim.video import read_video
+
+    frames, fps = read_video(records.video)
+    assert fps == 25.0 and frames.shape[1:] == (288, 360, 3)
+
+
+@pytest.fixture(scope="module")
+def remuxed(grid_root, tmp_path_factory):
+    """Tiny CREMA-D, TCD-TIMIT, LRW and folder layouts built from one GRID clip."""
+    root = tmp_path_factory.mktemp("corpora")
+    source = grid_root / "s1" / "video" / "bbaf2n.mp4"
+
+    def link(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(source)
+
+    crema = root / "crema"
+    (crema / "VideoFlash").mkdir(parents=True)
+    (crema / "AudioWAV").mkdir()
+    # Video-only FLV (Flash's own codec): the speech comes from AudioWAV, as in the corpus.
+    _ffmpeg("-i", source, "-c:v", "flv1", "-q:v", "4", "-an", crema / "VideoFlash" / "1001_DFA_ANG_XX.flv")
+    _ffmpeg("-i", source, "-vn", "-c:a", "pcm_s16le", crema / "AudioWAV" / "1001_DFA_ANG_XX.wav")
+    (crema / "VideoFlash" / "notes.flv").write_bytes(b"")  # not a corpus name: ignored
+    timit = root / "timit"
+    link(timit / "volunteers" / "01M" / "straightcam" / "sa1.mp4")
+    (timit / "volunteers" / "01M" / "audio").mkdir()
+    _ffmpeg("-i", source, "-vn", "-c:a", "pcm_s16le", timit / "volunteers" / "01M" / "audio" / "sa1.wav")
+    link(timit / "volunteers" / "02F" / "Clips" / "straightcam" / "sx10.mp4")
+    lrw = root / "lrw"
+    for i, split in enumerate(("train", "val", "test")):
+        link(lrw / "ABOUT" / split / f"ABOUT_0000{i}.mp4")
+    link(lrw / "WORLD" / "train" / "WORLD_00001.mp4")
+    folder = root / "folder"
+    link(folder / "alice" / "hello.mp4")
+    (folder / "alice" / "hello.txt").write_text("bin blue\n at f two now\n")
+    link(folder / "solo.mp4")
+    return root
+
+
+def test_crema_d_reader_and_preprocessing_with_separate_audio(remuxed, tmp_path):
+    (record,) = read_clips("crema-d", remuxed / "crema")
+    assert record.id == "1001/1001_DFA_ANG_XX" and record.speaker == "1001"
+    assert record.attributes == {"sentence": "DFA", "emotion": "anger", "intensity": "unspecified"}
+    assert record.transcript == "Don't forget a jacket" and record.audio.name == "1001_DFA_ANG_XX.wav"
+    assert paper_split("crema-d", record.speaker) in ("train", "val", "test")
+    summary = preprocess("crema-d", remuxed / "crema", tmp_path, progress=False)
+    assert summary.counts()["done"] == 1
+    meta = read_meta(clip_path(tmp_path, record.id))
+    assert meta["source_audio"].endswith("AudioWAV/1001_DFA_ANG_XX.wav") and meta["attributes"]["emotion"] == "anger"
+    item = TalkingFaceDataset(tmp_path)[0]
+    assert item["video"].shape == (75, 3, 128, 96) and item["speaker"] == "1001"
+
+
+def test_tcd_timit_reader_finds_separate_audio(remuxed):
+    records = read_clips("tcd-timit", remuxed / "timit")
+    assert [(r.id, r.speaker) for r in records] == [("01M/sa1", "01M"), ("02F/sx10", "02F")]
+    assert records[0].audio.name == "sa1.wav" and records[1].audio is None
+
+
+def test_lrw_reader_takes_the_split_from_folders(remuxed):
+    records = read_clips("lrw", remuxed / "lrw")
+    assert [r.id for r in records] == ["ABOUT/test/ABOUT_00002", "ABOUT/train/ABOUT_00000", "ABOUT/val/ABOUT_00001",
+                                       "WORLD/train/WORLD_00001"]  # fmt: skip
+    assert [paper_split("lrw", r.speaker, r.attributes) for r in records] == ["test", "train", "val", "train"]
+    assert records[0].transcript == "about"
+
+
+def test_folder_reader_reads_transcripts(remuxed):
+    records = read_clips("folder", remuxed / "folder")
+    assert [(r.id, r.speaker, r.transcript) for r in records] == [
+        ("alice/hello", "alice", "bin blue at f two now"), ("solo", "", None)
+    ]
+
+
+def test_reader_errors_are_one_line(tmp_path):
+    for call, match in (
+        (lambda: read_clips("voxceleb", tmp_path), "unknown dataset"),
+        (lambda: read_clips("grid", tmp_path / "missing"), "not a folder"),
+        (lambda: read_clips("grid", tmp_path), "no grid clips"),
+        (lambda: read_clips("crema-d", tmp_path), "VideoFlash"),
+        (lambda: paper_split("grid", "s99"), "not in the grid roster"),
+    ):
+        with pytest.raises(DatasetError, match=match) as error:
+            call()
+        assert "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------------------------------- shards
+def test_shards_partition_the_clips_disjointly(grid_root, processed, grid_layout):
+    ids = [r.id for r in read_clips("grid", grid_root)]
+    parts = [[i for i in ids if in_shard(i, (k, 3))] for k in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == sorted(ids)
+    assert all(len(p) > 0.8 * len(ids) / 3 for p in parts)
+    assert parse_shard("2/8") == (2, 8)
+    for bad in ("0/3", "4/3", "a/b", "3"):
+        with pytest.raises(DatasetError, match="K/N"):
+            parse_shard(bad)
+    out, _ = processed
+    local = {r.id for r in read_clips("grid", grid_layout)}
+    seen = []
+    for k in (1, 2):  # the second shard through the process pool
+        summary = preprocess("grid", grid_layout, out, shard=f"{k}/2", workers=k, progress=False)
+        seen.append({r.id for r in summary.results})
+        assert all(in_shard(i, (k, 2)) for i in seen[-1])
+    assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == local
+
+
+def test_cli_reports_input_errors_in_one_line(tmp_path, capsys):
+    cli = pytest.importorskip("speech_anim.cli")
+    code = cli.main(["preprocess", "--dataset", "grid", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not a folder" in err and "\n" not in err
