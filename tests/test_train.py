@@ -1,0 +1,292 @@
+"""train/train.py: the GAN loop on tiny models and three real s1 clips (preprocessed once per module).
+
+Runs that must be separate programs (kill-and-resume, two processes) are subprocesses; the rest
+call the loop's functions in this process.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_DIR = REPO / "train"
+TINY = TRAIN_DIR / "configs" / "tiny.yaml"
+S1_CLIPS = ("bbaf2n", "bbaf3s", "bbaf4p")
+# One thread: OpenMP threads spinning against other busy processes make a step many times slower.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _load_train_module():
+    sys.path.insert(0, str(TRAIN_DIR))  # train.py imports its sibling config.py
+    spec = importlib.util.spec_from_file_location("speech_anim_train_loop", TRAIN_DIR / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+T = _load_train_module()
+
+
+@pytest.fixture(scope="module")
+def clips(grid_root, tmp_path_factory) -> Path:
+    """Three real s1 clips, preprocessed with the dataset module."""
+    from speech_anim.data.preprocess import preprocess
+
+    layout = tmp_path_factory.mktemp("grid_layout")
+    for name in S1_CLIPS:
+        for folder, suffix in (("video", "mp4"), ("align", "align")):
+            (layout / "s1" / folder).mkdir(parents=True, exist_ok=True)
+            (layout / "s1" / folder / f"{name}.{suffix}").symlink_to(grid_root / "s1" / folder / f"{name}.{suffix}")
+    out = tmp_path_factory.mktemp("grid_clips")
+    summary = preprocess("grid", layout, out, workers=1, progress=False)
+    assert summary.counts()["done"] == len(S1_CLIPS)
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def accelerator(one_thread):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield Accelerator(cpu=True)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def _tiny(clips, run_dir, *overrides):
+    return T.load_config(str(TINY), [f"data={clips}", "train_split=all", "val_split=all", f"run_dir={run_dir}",
+                                     *overrides])
+
+
+def _command(clips, run_dir, *overrides):
+    return [sys.executable, str(TRAIN_DIR / "train.py"), "--config", str(TINY), f"data={clips}", "train_split=all",
+            "val_split=all", f"run_dir={run_dir}", "val_clips=1", "sample_every=1000", *overrides]
+
+
+def _losses(run_dir) -> dict[tuple[int, str], float]:
+    with open(Path(run_dir) / "metrics.csv", newline="") as file:
+        return {(int(r["step"]), r["name"]): float(r["value"]) for r in csv.DictReader(file) if r["name"].startswith("loss/")}
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_one_step_changes_the_generator_and_every_discriminator(clips, accelerator, tmp_path):
+    from speech_anim import losses
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+
+    cfg = _tiny(clips, tmp_path)
+    weights = losses.LossWeights().ablate(*cfg.ablations)
+    generator, discriminators = T.build_models(cfg, weights)
+    assert sorted(discriminators) == ["img", "seq", "sync"]
+    optimizers = T.build_optimizers(cfg, generator, discriminators)
+    assert optimizers["G"].defaults["lr"] == optimizers["img"].defaults["lr"] == 1e-4
+    assert optimizers["seq"].defaults["lr"] == optimizers["sync"].defaults["lr"] == 1e-5
+    models = {"G": generator, **discriminators}
+    prepared = accelerator.prepare(*models.values(), *optimizers.values())
+    models = dict(zip(models, prepared[:4]))
+    optimizers = dict(zip(optimizers, prepared[4:]))
+    before = {name: [p.detach().clone() for p in m.parameters()] for name, m in models.items()}
+
+    dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0)
+    batch = collate_clips([dataset[0], dataset[1]])
+    values = T.train_step(accelerator, cfg, weights, models["G"], {k: models[k] for k in ("img", "seq", "sync")},
+                          optimizers, batch, torch.Generator().manual_seed(0))
+
+    expected = {"d_img", "d_seq", "d_sync", "g_img", "g_seq", "g_sync", "g_rec", "g_total", "acc_img_real",
+                "acc_img_fake", "acc_seq_real", "acc_seq_fake", "acc_sync_in", "acc_sync_out", "acc_sync_fake"}
+    assert set(values) == expected
+    assert all(torch.isfinite(v) for v in values.values())
+    for name, model in models.items():
+        changed = [not torch.equal(old, new) for old, new in zip(before[name], model.parameters())]
+        assert all(changed), f"{name}: {changed.count(False)} of {len(changed)} parameter tensors did not change"
+        # The generator's update must leave no gradients behind in the discriminators (and vice versa).
+        assert all(p.grad is None for p in model.parameters()), f"{name} kept gradients after its step"
+        assert all(p.requires_grad for p in model.parameters())
+
+
+def test_ablations_build_only_the_discriminators_they_need(clips):
+    from speech_anim import losses
+
+    for switches, expected in (([], ["img", "seq", "sync"]), (["no-seq"], ["img", "sync"]),
+                               (["no-sync", "no-img"], ["seq"]), (["no-adv"], [])):
+        cfg = T.load_config(str(TINY), [f"data={clips}"], switches)
+        weights = losses.LossWeights().ablate(*cfg.ablations)
+        assert sorted(T.build_models(cfg, weights)[1]) == expected
+    args = T.parse_args(["--config", str(TINY), "--no-seq", "--no-l1", "batch_size=4"])
+    assert args.ablations == ["no-seq", "no-l1"] and args.overrides == ["batch_size=4"]
+
+
+def test_sync_discriminator_learns_to_rank_in_sync_above_shifted_audio(clips, accelerator):
+    """Overfitting check on three real clips: D_sync alone, trained with the loop's own update."""
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+    from speech_anim.models.discriminators import SyncDiscriminator, SyncDiscriminatorConfig, cut_sync_pairs
+
+    torch.manual_seed(0)
+    dataset = TalkingFaceDataset(clips, None, seed=0)
+    batch = collate_clips([dataset[i] for i in range(len(dataset))])
+    video, audio, still = batch["video"], batch["audio"], batch["still"]
+    clips_, frames = video.shape[:2]
+    d_sync = SyncDiscriminator(SyncDiscriminatorConfig(width=0.0625))
+    optimizer = torch.optim.Adam(d_sync.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    d_sync, optimizer = accelerator.prepare(d_sync, optimizer)
+
+    def ranking(shift: int) -> tuple[float, float]:
+        with torch.no_grad():
+            centres = torch.arange(2, frames - 2, 5)
+            rows, centres = torch.arange(clips_).repeat_interleave(len(centres)), centres.repeat(clips_)
+            in_sync = d_sync(*cut_sync_pairs(video[rows], audio[rows], centres))
+            shifted = d_sync(*cut_sync_pairs(video[rows], torch.roll(audio, shift, 1)[rows], centres))
+        return float((in_sync > shifted).float().mean()), float(in_sync.mean() - shifted.mean())
+
+    assert ranking(30)[0] < 0.75  # not already solved by the initial weights
+    rng = torch.Generator().manual_seed(0)
+    per_clip = 4  # snippets per clip and step, cut into 5-frame mini clips centred on frame 2
+    for _ in range(150):
+        rows = torch.arange(clips_).repeat(per_clip)
+        centres = torch.randint(2, frames - 2, (len(rows),), generator=rng)
+        shifts = torch.randint(5, frames - 4, (len(rows),), generator=rng)  # >= 5 frames either way round
+        span = centres[:, None] + torch.arange(-2, 3)[None]
+        T.sync_discriminator_step(
+            accelerator, d_sync, optimizer, video[rows[:, None], span],
+            still[rows][:, None].expand(-1, 5, -1, -1, -1),  # "generated": a face that never moves
+            audio[rows[:, None], span], audio[rows[:, None], (span + shifts[:, None]) % frames],
+            torch.full((len(rows),), 2),
+        )  # fmt: skip
+    accuracy, margin = ranking(30)
+    assert accuracy >= 0.75 and margin > 0.1, (accuracy, margin)
+
+
+def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_one(clips, tmp_path):
+    # batch_size=1 on 3 clips: 3 steps per epoch, so the checkpoint at step 4 is in the middle of epoch 1.
+    common = ["batch_size=1", "log_every=1"]
+    whole = subprocess.run(_command(clips, tmp_path / "whole", *common, "max_steps=6", "save_every=100"),
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(_command(clips, killed_dir, *common, "max_steps=100", "save_every=2"), env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (killed_dir / "checkpoints" / "step_00000004").is_dir():
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert time.time() < deadline, "no checkpoint at step 4 within 240 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+
+    resumed = subprocess.run(_command(clips, killed_dir, *common, "max_steps=6", "save_every=2", "--resume"),
+                             env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    first = int(resumed.stdout.split("(step ")[1].split(",")[0])
+    assert 4 <= first < 6, resumed.stdout
+    expected, got = _losses(tmp_path / "whole"), _losses(killed_dir)
+    later = {key for key in expected if key[0] > first}
+    assert later and later <= set(got)
+    for key in sorted(later):
+        assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
+    # metrics.csv holds each step once: the killed run's rows after its checkpoint were dropped.
+    with open(killed_dir / "metrics.csv", newline="") as file:
+        rows = [(r["step"], r["name"]) for r in csv.DictReader(file)]
+    assert len(rows) == len(set(rows))
+    assert [p.name for p in T.checkpoints(_tiny(clips, killed_dir))][-1] == "step_00000006"
+
+
+def test_two_processes_end_with_identical_weights(clips, tmp_path):
+    """DDP on CPU with gloo, started the way users scale out: `accelerate launch`."""
+    run_dir = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    command = launch + _command(clips, run_dir, "batch_size=1", "max_steps=2")[1:]
+    result = subprocess.run(command, env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x 2 processes" in result.stdout, result.stdout
+    digests = [json.loads((run_dir / f"weights_rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert sorted(digests[0]) == ["G", "img", "seq", "sync"]
+    assert digests[0] == digests[1]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(clips, tmp_path, one_thread, monkeypatch, capsys):
+    from accelerate.state import AcceleratorState, GradientState
+
+    from speech_anim import losses
+
+    calls = {"n": 0}
+    real_l1 = losses.lower_half_l1
+
+    def l1_that_breaks_at_step_3(fake, real, mask=None):
+        calls["n"] += 1
+        value = real_l1(fake, real, mask)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(losses, "lower_half_l1", l1_that_breaks_at_step_3)
+    try:
+        code = T.main(["--config", str(TINY), f"data={clips}", "train_split=all", "val_split=all", "batch_size=1",
+                       f"run_dir={tmp_path}", "save_every=2", "max_steps=10", "val_clips=1", "sample_every=1000"])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == T.EXIT_NAN
+    assert err[-1].startswith("train: error: loss/G/l1_lower is not finite at step 3"), err
+    assert "step_00000002" in err[-1]
+    assert [p.name for p in T.checkpoints(_tiny(clips, tmp_path))] == ["step_00000002"]
+
+
+def test_bad_settings_fail_with_one_line(tmp_path, capsys):
+    assert T.main(["--config", str(tmp_path / "missing.yaml")]) == T.EXIT_ERROR
+    assert T.main(["--config", str(TINY), "batch_sise=4"]) == T.EXIT_ERROR
+    assert T.main(["--config", str(TINY), "g_width=wide"]) == T.EXIT_ERROR
+    assert T.main(["--config", str(TINY), "ablations=[no-color]"]) == T.EXIT_ERROR
+    assert T.main(["--config", str(TINY), f"data={tmp_path / 'nothing'}"]) == T.EXIT_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 5 and all(line.startswith("train: error: ") for line in lines), lines
+    assert "missing.yaml not found" in lines[0] and "'batch_sise'" in lines[1] and "g_width" in lines[2]
+    assert "no-color" in lines[3] and "nothing" in lines[4]
+
+
+def test_learning_rates_decay_every_ten_epochs():
+    cfg = T.TrainConfig()
+    assert T.learning_rates(cfg, 9) == {"G": 1e-4, "img": 1e-4, "seq": 1e-5, "sync": 1e-5}
+    rates = T.learning_rates(cfg, 25)
+    assert rates["G"] == pytest.approx(1e-4 * 0.98**2) and rates["img"] == pytest.approx(1e-4 * 0.9**2)
+    assert rates["sync"] == pytest.approx(1e-5 * 0.9**2)
+
+
+def test_push_to_hub_needs_an_exported_generator(tmp_path):
+    with pytest.raises(T.ConfigError, match="nothing to push"):
+        T.push_to_hub(tmp_path / "best", "someone/speech-anim")
+
+
+def test_plot_training_draws_the_curves_of_a_metrics_csv(tmp_path):
+    spec = importlib.util.spec_from_file_location("plot_training", REPO / "scripts" / "plot_training.py")
+    plot_training = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_training)
+    metrics = tmp_path / "metrics.csv"
+    rows = ["step,epoch,time,name,value"]
+    rows += [f"{s},0,{s},loss/G/l1_lower,{0.3 / s}" for s in range(1, 30)]
+    rows += [f"{s},0,{s},loss/D/img,{1.0 + 0.01 * s}" for s in range(1, 30)]
+    rows += ["29,1,29,val/sync_rank_fake,0.6"]
+    metrics.write_text("\n".join(rows) + "\n")
+    series = plot_training.read_metrics(metrics)
+    assert series["loss/G/l1_lower"][0].tolist() == list(range(1, 30))
+    plot_training.main([str(metrics), "-o", str(tmp_path / "curves.png"), "--smooth", "5"])
+    assert (tmp_path / "curves.png").stat().st_size > 10_000

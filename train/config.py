@@ -1,0 +1,152 @@
+"""Training settings: one flat dataclass, read from a YAML file and overridden by `key=value` arguments.
+
+    python train/train.py --config train/configs/tiny.yaml batch_size=4 lr_g=2e-4 ablations=[no-seq]
+
+Values of overrides are parsed as YAML (`4` -> int, `2e-4` -> float, `null` -> None, `[a, b]` -> list)
+and checked against the field's type, so a typo fails before anything is built.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from speech_anim.errors import SpeechAnimError
+from speech_anim.losses import ABLATIONS
+
+
+class ConfigError(SpeechAnimError, ValueError):
+    """A training config file or override is missing, malformed or holds an invalid value."""
+
+
+@dataclass
+class TrainConfig:
+    # ---- run
+    name: str = "tiny"  # the run folder is runs/<name> unless run_dir is given
+    run_dir: str | None = None
+    seed: int = 0
+    mixed_precision: str = "no"  # "no" (fp32) or "bf16"
+    tracker: str = "tensorboard"  # Accelerate tracker beside metrics.csv; "none" for the CSV only
+    threads: int = 0  # torch CPU threads per process (0: torch's default); 1 on a busy shared machine
+
+    # ---- data (the output of `speech-anim preprocess`)
+    data: str = "../data_cache/grid"
+    train_split: str | list[str] = "train"  # a split name, a .txt list, "all", or a list of clip ids
+    val_split: str | list[str] = "val"
+    frames: int | None = 16  # random sub-sequences of this many frames; None = whole clips
+    mirror: bool = False
+    batch_size: int = 2  # per process
+    num_workers: int = 0
+    val_clips: int = 0  # validate on the first N clips of val_split (0 = all of them)
+    sample_clips: int = 3  # fixed validation clips shown in the generated-vs-real strips
+    val_metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim"])  # from speech_anim.metrics
+    early_stop_metric: str = "val/sync_rank_fake"  # higher is better; without D_sync: -val/l1_lower
+
+    # ---- models: `width` scales every conv channel count (1.0 = paper)
+    g_width: float = 1.0
+    d_width: float = 1.0
+    audio_gru_layers: int = 1
+
+    # ---- objective (Eq. 7) and Table 5's ablations
+    lambda_img: float = 1.0
+    lambda_sync: float = 0.8
+    lambda_seq: float = 0.2
+    lambda_rec: float = 600.0
+    ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
+
+    # ---- optimisation (paper §3.3)
+    lr_g: float = 1e-4
+    lr_img: float = 1e-4
+    lr_seq: float = 1e-5
+    lr_sync: float = 1e-5
+    # The paper gives no Adam betas. beta1 = 0.5 (DCGAN's choice for GANs) instead of 0.9: with less
+    # momentum each player follows the other's latest update rather than a stale average, which damps
+    # the oscillations of alternating updates; beta2 keeps Adam's default.
+    beta1: float = 0.5
+    beta2: float = 0.999
+    decay_every: int = 10  # epochs
+    g_decay: float = 0.02  # the generator's learning rate shrinks by 2 % every `decay_every` epochs
+    d_decay: float = 0.10  # the discriminators' by 10 %
+    grad_accum: int = 1
+    epochs: int = 1000
+    max_steps: int | None = None  # stop after this many optimisation steps (None: epochs / early stopping)
+    patience: int = 5  # epochs without a better validation score before stopping
+
+    # ---- bookkeeping (in steps)
+    log_every: int = 10
+    sample_every: int = 500
+    save_every: int = 500
+    keep_last: int = 3
+
+    def __post_init__(self):
+        unknown = [a for a in self.ablations if a not in ABLATIONS or a == "full"]
+        if unknown:
+            raise ConfigError(f"unknown ablation {unknown[0]!r}: use any of no-adv, no-l1, no-img, no-sync, no-seq")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ConfigError(f"mixed_precision must be no (fp32) or bf16, got {self.mixed_precision!r}")
+        if self.frames is not None and self.frames < 5:
+            raise ConfigError(f"frames={self.frames} is shorter than a sync snippet: use at least 5 (or null for whole clips)")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
+        for name in ("batch_size", "grad_accum", "epochs", "decay_every", "log_every", "sample_every",
+                     "save_every", "keep_last", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("g_width", "d_width", "lr_g", "lr_img", "lr_seq", "lr_sync"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (0 <= self.g_decay < 1 and 0 <= self.d_decay < 1):
+            raise ConfigError(f"g_decay and d_decay are fractions in [0, 1), got {self.g_decay} and {self.d_decay}")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+
+def load_config(path: str | None, overrides: list[str] = (), ablations: list[str] = ()) -> TrainConfig:
+    """The config in YAML file `path` (None: the defaults), with `key=value` overrides and ablation
+    switches (e.g. "no-seq") added on top."""
+    values = {}
+    if path is not None:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found: pass one of train/configs/*.yaml") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML ({str(error).splitlines()[0]}): fix the file") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings (key: value lines)")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. batch_size=4)")
+        try:
+            values[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            values[key.strip()] = text
+    types_ = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for key, value in values.items():
+        if key not in types_:
+            raise ConfigError(f"unknown setting {key!r}: see the fields of TrainConfig in train/config.py")
+        values[key] = _coerce(key, value, types_[key])
+    values["ablations"] = sorted(set(values.get("ablations", [])) | set(ablations))
+    return TrainConfig(**values)
+
+
+def _coerce(key: str, value, annotation):
+    """`value` as the field's type: ints are accepted for floats, a lone string for a list of strings."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        origin = typing.get_origin(option)
+        if origin is list and isinstance(value, (list, str)):
+            return [str(v) for v in value] if isinstance(value, list) else [value]
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option in (int, str, bool) and type(value) is option:
+            return value
+    raise ConfigError(f"{key}={value!r} has the wrong type: expected {annotation}")

@@ -1,0 +1,727 @@
+"""Train the temporal GAN of the paper (§3.2-3.3) with Accelerate: one process or many, CPU or GPU.
+
+    python train/train.py --config train/configs/tiny.yaml [key=value ...] [--no-seq ...] [--resume]
+    accelerate launch --multi_gpu --num_processes 2 train/train.py --config train/configs/paper.yaml
+
+The second line runs DDP over 2 GPUs, or over 2 CPU processes (gloo) on a machine without GPUs;
+note that Accelerate 1.x's `accelerate launch --cpu --num_processes N` starts a single process.
+
+Each step is one generator forward on a batch of clips, then the updates of the frame, sequence and
+sync discriminators on the detached fake video, then the generator's update against the
+just-updated discriminators (Eq. 7). The objective lives in `speech_anim.losses`; this file wires
+data, models and optimisers to it.
+
+The run folder (runs/<name>/ or run_dir=...) holds:
+    config.yaml            the settings of the run
+    metrics.csv            step, epoch, time, name, value: every logged number
+    tensorboard/           the same numbers and the sample strips, for TensorBoard
+    samples/step_*.png     8 frames of each fixed validation clip: the real row above the generated one
+    samples/step_*.mp4     the first of those clips, real | generated side by side, with its audio
+    checkpoints/step_*/    accelerate save_state: models, optimisers, RNG states, progress (last K)
+    best/                  the generator at the best validation score (save_pretrained: safetensors,
+                           config.json, model card); `--push-to-hub REPO` uploads it
+"""
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator, DataLoaderConfiguration
+from PIL import Image
+
+from config import ConfigError, TrainConfig, load_config
+from speech_anim import losses
+from speech_anim.data import TalkingFaceDataset, collate_clips
+from speech_anim.errors import SpeechAnimError
+from speech_anim.models import Generator, GeneratorConfig
+from speech_anim.models.discriminators import (
+    FrameDiscriminator,
+    FrameDiscriminatorConfig,
+    SequenceDiscriminator,
+    SequenceDiscriminatorConfig,
+    SyncDiscriminator,
+    SyncDiscriminatorConfig,
+    cut_sync_pairs,
+    sample_frame_indices,
+    sample_sync_centres,
+    take_frames,
+)
+
+SNIPPET = 5  # frames per sync snippet: 0.2 s at 25 fps
+EXIT_ERROR, EXIT_NAN = 2, 3
+
+
+# ---- bookkeeping that survives a restart ---------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved with every checkpoint (accelerate's register_for_checkpointing)."""
+
+    step: int = 0  # batches trained on, over the whole run
+    epoch: int = 0
+    batch: int = 0  # batches of `epoch` already trained on (skipped when resuming mid-epoch)
+    best_score: float = -math.inf
+    best_step: int = -1
+    stale_epochs: int = 0  # validations since the best score improved
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation drawn from (seed, epoch) alone: every process draws the same one (Accelerate
+    then hands each its share of the batches) and a resumed run draws the one it left."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+def _seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def step_rng(cfg: TrainConfig, step: int, rank: int) -> torch.Generator:
+    """The randomness of one training step (noise, sampled frames and snippets), keyed by the step and
+    the process, so that a resumed run draws exactly what the interrupted one would have."""
+    return torch.Generator().manual_seed(_seed(cfg.seed, step, rank, 1))
+
+
+# ---- models and optimisers -----------------------------------------------------------------------
+
+
+def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
+    """The generator and the discriminators the weights need ('img', 'seq', 'sync')."""
+    generator = Generator(GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers))
+    builders = {
+        "img": lambda: FrameDiscriminator(FrameDiscriminatorConfig(width=cfg.d_width)),
+        "seq": lambda: SequenceDiscriminator(SequenceDiscriminatorConfig(width=cfg.d_width)),
+        "sync": lambda: SyncDiscriminator(SyncDiscriminatorConfig(width=cfg.d_width)),
+    }
+    return generator, {name: builders[name]() for name in ("img", "seq", "sync") if name in weights.discriminators}
+
+
+def build_optimizers(cfg: TrainConfig, generator, discriminators) -> dict[str, torch.optim.Optimizer]:
+    base = {"G": cfg.lr_g, "img": cfg.lr_img, "seq": cfg.lr_seq, "sync": cfg.lr_sync}
+    models = {"G": generator, **discriminators}
+    return {
+        name: torch.optim.Adam(model.parameters(), lr=base[name], betas=(cfg.beta1, cfg.beta2))
+        for name, model in models.items()
+    }
+
+
+def learning_rates(cfg: TrainConfig, epoch: int) -> dict[str, float]:
+    """Step decay of §3.3: -2 % (G) and -10 % (discriminators) every `decay_every` epochs. A pure
+    function of the epoch, so a resumed run needs no scheduler state."""
+    g = (1 - cfg.g_decay) ** (epoch // cfg.decay_every)
+    d = (1 - cfg.d_decay) ** (epoch // cfg.decay_every)
+    return {"G": cfg.lr_g * g, "img": cfg.lr_img * d, "seq": cfg.lr_seq * d, "sync": cfg.lr_sync * d}
+
+
+# ---- one training step -----------------------------------------------------------------------------
+
+
+def update(accelerator: Accelerator, optimizer, loss: torch.Tensor) -> None:
+    # backward, step, then zero: under gradient accumulation the wrapped optimizer only steps and
+    # zeroes on the micro-batch that completes the accumulation.
+    accelerator.backward(loss)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def sync_discriminator_step(accelerator, d_sync, optimizer, video, fake, audio, shifted, centres) -> dict:
+    """One update of D_sync (Eq. 3) on real in-sync, real out-of-sync and fake pairs of `centres`."""
+    real_pairs = cut_sync_pairs(video, audio, centres)
+    shifted_pairs = cut_sync_pairs(video, shifted, centres)
+    fake_pairs = cut_sync_pairs(fake, audio, centres)
+    with accelerator.autocast():
+        logits = d_sync(*(torch.cat(parts) for parts in zip(real_pairs, shifted_pairs, fake_pairs))).float()
+    in_sync, out_of_sync, fake_logits = logits.chunk(3)
+    loss = losses.d_sync_loss(in_sync, out_of_sync, fake_logits)
+    update(accelerator, optimizer, loss)
+    return {
+        "d_sync": loss.detach(),
+        "acc_sync_in": losses.real_accuracy(in_sync),
+        "acc_sync_out": losses.fake_accuracy(out_of_sync),
+        "acc_sync_fake": losses.fake_accuracy(fake_logits),
+    }
+
+
+def train_step(accelerator, cfg, weights, generator, discriminators, optimizers, batch, rng) -> dict:
+    """D_img, D_seq, D_sync then G on one batch; returns the step's losses and accuracies (by key of
+    `losses.LOG_NAMES`), as detached tensors."""
+    still, video, audio, shifted, mask = (batch[k] for k in ("still", "video", "audio", "audio_shifted", "mask"))
+    logs = {}
+    with accelerator.accumulate(generator, *discriminators.values()):
+        noise = accelerator.unwrap_model(generator).sample_noise(video.shape[0], video.shape[1], generator=rng)
+        with accelerator.autocast():
+            fake = generator(still, audio, noise=noise.to(video.device)).float()
+        # The same frames and snippets are judged in the D and the G updates.
+        frame_index = sample_frame_indices(mask, rng)
+        centres = sample_sync_centres(mask, rng, SNIPPET)
+        fake_d = fake.detach()
+
+        # ---- discriminators, on the detached fake video (Eq. 2, 4, 3)
+        if "img" in discriminators:
+            with accelerator.autocast():
+                frames = torch.cat([take_frames(video, frame_index), take_frames(fake_d, frame_index)])
+                logits = discriminators["img"](frames, torch.cat([still, still])).float()
+            real, fake_logits = logits.chunk(2)
+            loss = losses.d_frame_loss(real, fake_logits)
+            update(accelerator, optimizers["img"], loss)
+            logs.update(d_img=loss.detach(), acc_img_real=losses.real_accuracy(real),
+                        acc_img_fake=losses.fake_accuracy(fake_logits))
+        if "seq" in discriminators:
+            with accelerator.autocast():
+                logits = discriminators["seq"](torch.cat([video, fake_d]), torch.cat([audio, audio]),
+                                               torch.cat([mask, mask])).float()
+            real, fake_logits = logits.chunk(2)
+            loss = losses.d_sequence_loss(real, fake_logits)
+            update(accelerator, optimizers["seq"], loss)
+            logs.update(d_seq=loss.detach(), acc_seq_real=losses.real_accuracy(real),
+                        acc_seq_fake=losses.fake_accuracy(fake_logits))
+        if "sync" in discriminators:
+            logs.update(sync_discriminator_step(accelerator, discriminators["sync"], optimizers["sync"],
+                                                video, fake_d, audio, shifted, centres))
+
+        # ---- generator (Eq. 7) against the updated discriminators. They are called unwrapped and
+        # frozen: their gradients are not needed, and must not be all-reduced or accumulated.
+        judges = {name: accelerator.unwrap_model(d).requires_grad_(False) for name, d in discriminators.items()}
+        terms = {}
+        with accelerator.autocast():
+            if "img" in judges:
+                terms["img"] = losses.g_frame_loss(judges["img"](take_frames(fake, frame_index), still).float())
+            if "seq" in judges:
+                terms["seq"] = losses.g_sequence_loss(judges["seq"](fake, audio, mask).float())
+            if "sync" in judges:
+                terms["sync"] = losses.g_sync_loss(judges["sync"](*cut_sync_pairs(fake, audio, centres)).float())
+        if weights.rec > 0:
+            terms["rec"] = losses.lower_half_l1(fake, video, mask)
+        total = losses.generator_total(**terms, weights=weights)
+        update(accelerator, optimizers["G"], total)
+        for judge in judges.values():
+            judge.requires_grad_(True)
+    logs.update({f"g_{name}": value.detach() for name, value in terms.items()}, g_total=total.detach())
+    return logs
+
+
+def log_name(key: str) -> str:
+    return losses.LOG_NAMES.get(key, key)
+
+
+# ---- validation, samples, export ------------------------------------------------------------------
+
+
+@torch.no_grad()
+def validate(accelerator, cfg, generator, discriminators, loader, metrics=()) -> dict[str, float]:
+    """Metrics on whole validation clips, generated with fixed noise (the same every validation).
+
+    val/l1_lower        Eq. 6 between generated and real clips
+    val/<metric>        each of `metrics` (speech_anim.metrics, cfg.val_metrics: PSNR, SSIM, ...)
+    val/sync_*          D_sync on non-overlapping 0.2 s snippets: accuracy on real in-sync pairs
+                        (sync_real_in), real pairs with shifted audio (sync_real_out), generated pairs
+                        (sync_fake_in: called in sync), and the fraction of snippets whose own audio
+                        D_sync rates above the shifted audio (sync_rank_real, sync_rank_fake)
+    """
+    model = accelerator.unwrap_model(generator)
+    model.eval()
+    d_sync = accelerator.unwrap_model(discriminators["sync"]).eval() if "sync" in discriminators else None
+    rows = []
+    for index, batch in enumerate(loader):
+        still, video, audio, shifted, mask = (batch[k] for k in ("still", "video", "audio", "audio_shifted", "mask"))
+        rng = torch.Generator().manual_seed(_seed(cfg.seed, index, accelerator.process_index, 2))
+        noise = model.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
+        with accelerator.autocast():
+            fake = model(still, audio, noise=noise).float()
+        columns = {"val/l1_lower": torch.stack([losses.lower_half_l1(f, v, m) for f, v, m in zip(fake, video, mask)])}
+        lengths = batch["lengths"].tolist()
+        for metric in metrics:
+            columns[f"val/{metric.name}"] = torch.tensor(
+                [metric(_to_uint8(f[:n]), _to_uint8(v[:n])) for f, v, n in zip(fake, video, lengths)], device=video.device
+            )
+        if d_sync is not None:
+            columns.update(_sync_scores(accelerator, d_sync, video, fake, audio, shifted, batch["lengths"]))
+        rows.append(torch.stack([columns[k].float() for k in sorted(columns)], dim=1))
+        names = sorted(columns)
+    model.train()
+    if d_sync is not None:
+        d_sync.train()
+    # gather_for_metrics drops the clips Accelerate repeated to give every process equal batches.
+    table = accelerator.gather_for_metrics(torch.cat(rows))
+    return {name: float(value) for name, value in zip(names, table.mean(dim=0))}
+
+
+def _sync_scores(accelerator, d_sync, video, fake, audio, shifted, lengths) -> dict[str, torch.Tensor]:
+    half = SNIPPET // 2
+    names = {"in": "sync_real_in", "out": "sync_real_out", "fake": "sync_fake_in",
+             "rank_real": "sync_rank_real", "rank_fake": "sync_rank_fake"}
+    scores = {k: torch.zeros(len(video), device=video.device) for k in names}
+    count = torch.zeros(len(video), device=video.device)
+    for centre in range(half, video.shape[1] - half, SNIPPET):
+        valid = (lengths.to(video.device) > centre + half).float()  # snippets inside each clip only
+        centres = torch.full((len(video),), centre, device=video.device)
+        pairs = [cut_sync_pairs(v, a, centres) for v, a in ((video, audio), (video, shifted), (fake, audio), (fake, shifted))]
+        with accelerator.autocast():
+            logits = d_sync(*(torch.cat(parts) for parts in zip(*pairs))).float()
+        real_in, real_out, fake_in, fake_out = logits.chunk(4)
+        scores["in"] += valid * (real_in > 0)
+        scores["out"] += valid * (real_out < 0)
+        scores["fake"] += valid * (fake_in > 0)
+        scores["rank_real"] += valid * (real_in > real_out)
+        scores["rank_fake"] += valid * (fake_in > fake_out)
+        count += valid
+    return {f"val/{names[k]}": v / count.clamp(min=1) for k, v in scores.items()}
+
+
+def frame_metrics(names: list[str]) -> list:
+    """The validation metrics of speech_anim.metrics, resolved before training (a typo fails now,
+    not after the first epoch)."""
+    if not names:
+        return []
+    from speech_anim.metrics import get_metric  # imported only when asked for: it loads more models
+
+    return [get_metric(name) for name in names]
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """T×3×H×W in [-1, 1] -> T×H×W×3 uint8."""
+    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def score_of(cfg: TrainConfig, metrics: dict[str, float]) -> tuple[str, float]:
+    """The early-stopping signal (higher is better): D_sync's ranking of generated snippets' own audio
+    over shifted audio; without a sync discriminator, minus the lower-half L1."""
+    if cfg.early_stop_metric in metrics:
+        return cfg.early_stop_metric, metrics[cfg.early_stop_metric]
+    return "val/l1_lower", -metrics["val/l1_lower"]
+
+
+@torch.no_grad()
+def write_samples(accelerator, cfg, generator, batch, step: int, tracker) -> Path:
+    """A strip of frames of fixed validation clips (real row, generated row per clip) as PNG, and the
+    first clip as real | generated video with its audio."""
+    model = accelerator.unwrap_model(generator)
+    model.eval()
+    still, video, audio = (batch[k].to(accelerator.device) for k in ("still", "video", "audio"))
+    rng = torch.Generator().manual_seed(_seed(cfg.seed, 3))
+    noise = model.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
+    with accelerator.autocast():
+        fake = model(still, audio, noise=noise).float()
+    model.train()
+    rows = []
+    for real_clip, fake_clip, length in zip(video, fake, batch["lengths"].tolist()):
+        picks = np.linspace(0, length - 1, 8).round().astype(int)
+        rows += [np.concatenate(list(_to_uint8(clip[picks])), axis=1) for clip in (real_clip, fake_clip)]
+    strip = np.concatenate(rows, axis=0)
+    folder = cfg.path / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / f"step_{step:08d}.png"
+    Image.fromarray(strip).save(png)
+    if tracker is not None:
+        tracker.log_images({"samples": strip[None]}, step=step, dataformats="NHWC")
+
+    from speech_anim.video import write_video
+
+    length = int(batch["lengths"][0])
+    side_by_side = np.concatenate([_to_uint8(video[0, :length]), _to_uint8(fake[0, :length])], axis=2)
+    audio_track = batch["raw_audio"][0].cpu().numpy()
+    write_video(folder / f"step_{step:08d}.mp4", side_by_side, float(batch["fps"][0]), audio=audio_track)
+    return png
+
+
+def export_best(accelerator, cfg, generator, progress: Progress, metrics: dict) -> Path:
+    """The generator with `save_pretrained` into <run>/best, and how it was trained in its card."""
+    best = cfg.path / "best"
+    model = accelerator.unwrap_model(generator)
+    model.save_pretrained(best)
+    info = {"step": progress.step, "epoch": progress.epoch, "metrics": metrics, "config": asdict(cfg)}
+    (best / "training.json").write_text(json.dumps(info, indent=1, default=str))
+    card = best / "README.md"
+    lines = [f"\n\n## Training\n\nTrained with `train/train.py` (config `{cfg.name}`) for {progress.step} steps "
+             f"({progress.epoch} epochs) on `{cfg.data}` (split `{cfg.train_split}`); exported at the best "
+             f"validation score. Validation:\n"]
+    lines += [f"- {name}: {value:.4f}" for name, value in sorted(metrics.items())]
+    card.write_text(card.read_text() + "\n".join(lines) + "\n")
+    return best
+
+
+def push_to_hub(best: Path, repo: str) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not (best / "model.safetensors").is_file():
+        raise ConfigError(f"nothing to push: {best} has no exported generator (no validation ran); train at least one epoch")
+    try:
+        api = HfApi()
+        api.create_repo(repo, exist_ok=True)
+        api.upload_folder(repo_id=repo, folder_path=str(best), commit_message="speech_anim generator (best validation score)")
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"could not push {best} to Hub repo {repo} ({message}): log in with `hf auth login` and check the repo id") from None
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------
+
+
+def checkpoints(cfg: TrainConfig) -> list[Path]:
+    """Finished checkpoints, oldest first (unfinished ones end in .tmp and are ignored)."""
+    folder = cfg.path / "checkpoints"
+    return sorted(p for p in folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")) if folder.is_dir() else []
+
+
+def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, step: int) -> Path:
+    """accelerate save_state into checkpoints/step_N; written under a .tmp name and renamed, so a run
+    killed while saving leaves the previous checkpoint as the newest one. Keeps the last `keep_last`."""
+    final = cfg.path / "checkpoints" / f"step_{step:08d}"
+    partial = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        for old in checkpoints(cfg)[: -cfg.keep_last]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def broadcast_buffers(accelerator: Accelerator, models) -> None:
+    """Give every process rank 0's BatchNorm statistics. DDP broadcasts buffers at the start of each
+    forward, but every process then updates them with its own batch."""
+    if accelerator.num_processes > 1:
+        for model in models:
+            for buffer in accelerator.unwrap_model(model).buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+
+def weights_digest(accelerator: Accelerator, models: dict) -> dict[str, str]:
+    """sha256 of each model's parameters and buffers (to check that processes hold the same weights)."""
+    digests = {}
+    for name, model in models.items():
+        hasher = hashlib.sha256()
+        for key, tensor in sorted(accelerator.unwrap_model(model).state_dict().items()):
+            hasher.update(key.encode())
+            hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digests[name] = hasher.hexdigest()
+    return digests
+
+
+# ---- logging -------------------------------------------------------------------------------------------
+
+
+class MetricsCSV:
+    """metrics.csv: one row per number (step, epoch, time, name, value). On resume, rows past the
+    checkpoint's step (written by the interrupted run after it) are dropped."""
+
+    FIELDS = ("step", "epoch", "time", "name", "value")
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        kept = []
+        if resume_step is not None and path.is_file():
+            with open(path, newline="") as file:
+                kept = [row for row in csv.DictReader(file) if int(row["step"]) <= resume_step]
+        self._write(kept, "w")
+
+    def _write(self, rows, mode) -> None:
+        with open(self.path, mode, newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.FIELDS)
+            if mode == "w":
+                writer.writeheader()
+            writer.writerows(rows)
+
+    def log(self, values: dict[str, float], step: int, epoch: int, elapsed: float) -> None:
+        rows = [{"step": step, "epoch": epoch, "time": f"{elapsed:.1f}", "name": k, "value": f"{v:.6g}"}
+                for k, v in values.items()]
+        self._write(rows, "a")
+
+
+class Meter:
+    """Sums of the step values between two log lines, and the training time they took."""
+
+    def __init__(self):
+        self.sums, self.steps, self.seconds = {}, 0, 0.0
+
+    def add(self, values: dict[str, torch.Tensor], seconds: float) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0) + value.float()
+        self.steps += 1
+        self.seconds += seconds
+
+    def results(self, accelerator, samples_per_step: int) -> dict[str, float]:
+        """Means over the steps and the processes, under their log names, and the throughput."""
+        keys = sorted(self.sums)
+        means = accelerator.reduce(torch.stack([self.sums[k] for k in keys]), reduction="mean") / self.steps
+        results = {log_name(k): float(v) for k, v in zip(keys, means)}
+        results["perf/samples_per_s"] = self.steps * samples_per_step / self.seconds
+        results["perf/seconds_per_step"] = self.seconds / self.steps
+        return results
+
+
+def all_finite(accelerator, values: dict[str, torch.Tensor]) -> bool:
+    """Whether every process's losses are finite (all processes must agree to stop together)."""
+    bad = (~torch.isfinite(torch.stack([v.float() for v in values.values()]))).any().float()
+    return float(accelerator.reduce(bad, reduction="sum")) == 0
+
+
+def report_non_finite(accelerator, cfg, values: dict[str, torch.Tensor], step: int) -> None:
+    local = [log_name(k) for k, v in values.items() if not torch.isfinite(v)]
+    kept = checkpoints(cfg)
+    if accelerator.is_main_process:
+        print(f"train: error: {local[0] if local else 'a loss on another process'} is not finite at step {step}: "
+              f"stopped; the last good checkpoint is {kept[-1] if kept else 'none (none was saved yet)'}: resume "
+              f"from it with --resume (e.g. with lower learning rates)", file=sys.stderr, flush=True)
+
+
+def print_line(accelerator, step: int, epoch: int, values: dict[str, float]) -> None:
+    parts = [f"step {step} epoch {epoch}"]
+    g = [f"{k.split('/')[-1]} {values[k]:.4g}" for k in sorted(values) if k.startswith("loss/G/")]
+    d = [f"{k.split('/')[-1]} {values[k]:.4g}" for k in sorted(values) if k.startswith("loss/D/")]
+    parts += ["G " + " ".join(g)] + (["D " + " ".join(d)] if d else [])
+    if "perf/samples_per_s" in values:
+        parts.append(f"{values['perf/samples_per_s']:.2f} samples/s")
+    accelerator.print(" | ".join(parts), flush=True)
+
+
+# ---- the run -------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file of settings (train/configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="settings that replace the file's")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run folder")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="upload the best generator to this Hub repo at the end")
+    for switch, removes in (("no-adv", "every adversarial term"), ("no-l1", "the L1 term"),
+                            ("no-img", "the frame discriminator"), ("no-sync", "the sync discriminator"),
+                            ("no-seq", "the sequence discriminator")):
+        parser.add_argument(f"--{switch}", dest="ablations", action="append_const", const=switch,
+                            help=f"ablation (Table 5): remove {removes}")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides, args.ablations or [])
+        return train(cfg, resume=args.resume, hub_repo=args.push_to_hub)
+    except SpeechAnimError as error:
+        print(f"train: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -> int:
+    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec).ablate(*cfg.ablations)
+
+    # ---- data: items are drawn from (seed, epoch, index), so every process and every restart sees
+    # the same sub-sequences, stills and shifts
+    train_set = TalkingFaceDataset(cfg.data, cfg.train_split, frames=cfg.frames, mirror=cfg.mirror, seed=cfg.seed)
+    val_set = TalkingFaceDataset(cfg.data, cfg.val_split, frames=None, seed=cfg.seed)
+    if cfg.val_clips:
+        val_set = torch.utils.data.Subset(val_set, range(min(cfg.val_clips, len(val_set))))
+
+    # ---- processes and devices
+    accelerator = Accelerator(
+        cpu=_cpu_processes(),
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=None if cfg.tracker == "none" else cfg.tracker,
+        project_dir=str(cfg.path),
+        dataloader_config=DataLoaderConfiguration(even_batches=True),
+    )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # the initial weights: the same on every process
+    run = cfg.path
+    last = checkpoints(cfg)[-1] if resume and checkpoints(cfg) else None
+    if resume and last is None:
+        accelerator.print(f"no checkpoint in {run / 'checkpoints'}: starting from scratch", flush=True)
+    if len(train_set) < cfg.batch_size * accelerator.num_processes:
+        raise ConfigError(f"{len(train_set)} training clips are fewer than one batch ({cfg.batch_size} x "
+                          f"{accelerator.num_processes} processes): lower batch_size or add clips")
+    sampler = EpochShuffle(len(train_set), cfg.seed)
+    loader_options = dict(collate_fn=collate_clips, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+    train_loader = torch.utils.data.DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True, **loader_options)
+    val_loader = torch.utils.data.DataLoader(val_set, cfg.batch_size, shuffle=False, **loader_options)
+    val_metrics = frame_metrics(cfg.val_metrics)
+    sample_batch = collate_clips([val_set[i] for i in range(min(cfg.sample_clips, len(val_set)))])
+
+    # ---- models
+    generator, discriminators = build_models(cfg, weights)
+    optimizers = build_optimizers(cfg, generator, discriminators)
+    names = ["G", *discriminators]
+    prepared = accelerator.prepare(generator, *discriminators.values(), *optimizers.values(), train_loader, val_loader)
+    generator, *rest = prepared[: len(names)]
+    discriminators = dict(zip(discriminators, rest))
+    optimizers = dict(zip(names, prepared[len(names) : 2 * len(names)]))
+    train_loader, val_loader = prepared[-2:]
+    models = {"G": generator, **discriminators}
+
+    progress = Progress()
+    accelerator.register_for_checkpointing(progress)
+    if last is not None:
+        try:
+            accelerator.load_state(str(last))
+        except (RuntimeError, ValueError, KeyError, OSError) as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"{last} does not fit this config ({message[:200]}): resume with the settings the run "
+                              f"started with ({run / 'config.yaml'}) or start a new run_dir") from None
+        accelerator.print(f"resumed from {last} (step {progress.step}, epoch {progress.epoch}, "
+                          f"batch {progress.batch} of the epoch)", flush=True)
+
+    if accelerator.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    csv_log = MetricsCSV(run / "metrics.csv", progress.step if last is not None else None) if accelerator.is_main_process else None
+    tracker = None
+    if cfg.tracker != "none":
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in asdict(cfg).items()}
+        accelerator.init_trackers("tensorboard", config=hparams)
+        tracker = accelerator.get_tracker(cfg.tracker) if accelerator.is_main_process else None
+
+    def log(values: dict[str, float]) -> None:
+        if accelerator.is_main_process:
+            csv_log.log(values, progress.step, progress.epoch, time.time() - started)
+        accelerator.log(values, step=progress.step)
+
+    accelerator.print(
+        f"{cfg.name}: {len(train_set)} training clips, {len(val_set)} validation clips, "
+        f"{len(train_loader)} batches of {cfg.batch_size} x {accelerator.num_processes} processes per epoch on "
+        f"{accelerator.device} ({cfg.mixed_precision}); G {_count(generator) / 1e6:.2f} M parameters, "
+        + ", ".join(f"D_{n} {_count(d) / 1e6:.2f} M" for n, d in discriminators.items())
+        + (f"; ablations {', '.join(cfg.ablations)}" if cfg.ablations else ""),
+        flush=True,
+    )
+
+    # ---- the loop
+    started = time.time()
+    meter = Meter()
+    saved_step = progress.step if last is not None else -1
+    validated = False
+    stop = None
+    while stop is None and progress.epoch < cfg.epochs:
+        rates = learning_rates(cfg, progress.epoch)
+        for name, optimizer in optimizers.items():
+            for group in optimizer.param_groups:
+                group["lr"] = rates[name]
+        # Accelerate's loader sets its epoch counter on the sampler and dataset when iterated: set it
+        # to the run's epoch (a resumed run restarts the counter), then skip the batches already done.
+        train_loader.set_epoch(progress.epoch)
+        sampler.set_epoch(progress.epoch)
+        train_set.set_epoch(progress.epoch)
+        batches = accelerator.skip_first_batches(train_loader, progress.batch) if progress.batch else train_loader
+
+        tick = time.perf_counter()
+        for batch in batches:
+            rng = step_rng(cfg, progress.step, accelerator.process_index)
+            values = train_step(accelerator, cfg, weights, generator, discriminators, optimizers, batch, rng)
+            progress.step += 1
+            progress.batch += 1
+            if not all_finite(accelerator, values):
+                report_non_finite(accelerator, cfg, values, progress.step)
+                accelerator.end_training()
+                return EXIT_NAN
+            meter.add(values, time.perf_counter() - tick)  # data loading included, bookkeeping below not
+
+            if progress.step % cfg.log_every == 0:
+                logged = meter.results(accelerator, cfg.batch_size * accelerator.num_processes)
+                logged.update({f"lr/{name}": rate for name, rate in rates.items()})
+                log(logged)
+                print_line(accelerator, progress.step, progress.epoch, logged)
+                meter = Meter()
+            if progress.step % cfg.sample_every == 0 and accelerator.is_main_process:
+                write_samples(accelerator, cfg, generator, sample_batch, progress.step, tracker)
+            if progress.step % cfg.save_every == 0:
+                save_checkpoint(accelerator, cfg, progress.step)
+                saved_step = progress.step
+            if cfg.max_steps is not None and progress.step >= cfg.max_steps:
+                stop = f"reached max_steps={cfg.max_steps}"
+                break
+            tick = time.perf_counter()
+        else:  # the epoch is complete
+            progress.epoch += 1
+            progress.batch = 0
+
+        if stop is None or not validated:
+            # ---- validation: after every epoch (and once at the end of a run cut short before one)
+            broadcast_buffers(accelerator, models.values())
+            val_loader.set_epoch(0)  # the same stills and shifted audio every validation
+            metrics = validate(accelerator, cfg, generator, discriminators, val_loader, val_metrics)
+            validated = True
+            name, score = score_of(cfg, metrics)
+            log({**metrics, "val/score": score})
+            accelerator.print(f"validation after epoch {progress.epoch}: "
+                              + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())), flush=True)
+            if score > progress.best_score:
+                progress.best_score, progress.best_step, progress.stale_epochs = score, progress.step, 0
+                if accelerator.is_main_process:
+                    best = export_best(accelerator, cfg, generator, progress, metrics)
+                    accelerator.print(f"new best {name} {score:.4f}: generator exported to {best}", flush=True)
+            else:
+                progress.stale_epochs += 1
+                if progress.stale_epochs >= cfg.patience:
+                    stop = stop or f"early stopping: {name} has not improved for {cfg.patience} validations"
+
+    # ---- the end
+    stop = stop or f"trained {cfg.epochs} epochs"
+    broadcast_buffers(accelerator, models.values())
+    if saved_step != progress.step:
+        save_checkpoint(accelerator, cfg, progress.step)
+    if accelerator.is_main_process:
+        write_samples(accelerator, cfg, generator, sample_batch, progress.step, tracker)
+    digest = weights_digest(accelerator, models)
+    (run / f"weights_rank{accelerator.process_index}.json").write_text(json.dumps(digest, indent=1))
+    accelerator.print(f"done after {progress.step} steps ({stop}); best {progress.best_score:.4f} at step "
+                      f"{progress.best_step}", flush=True)
+    accelerator.wait_for_everyone()
+    if hub_repo and accelerator.is_main_process:
+        push_to_hub(run / "best", hub_repo)
+        accelerator.print(f"pushed {run / 'best'} to https://huggingface.co/{hub_repo}", flush=True)
+    accelerator.end_training()
+    return 0
+
+
+def _cpu_processes() -> bool:
+    """True for several processes on a machine without GPUs. Accelerate 1.x's `accelerate launch --cpu`
+    starts one process whatever --num_processes says (it needs mpirun for more), and under
+    `accelerate launch --multi_gpu` / torchrun without CUDA each process would train alone; telling
+    Accelerate that this is a CPU run makes it join them with gloo (DistributedType.MULTI_CPU)."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
