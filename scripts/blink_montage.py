@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from speech_anim.blinks import detect_blinks, eye_aspect_ratio, video_landmarks
 from speech_anim.video import read_video
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=0, help="add this many random s1 clips")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random")
     parser.add_argument("--columns", type=int, default=10)
+    parser.add_argument("--scale", type=float, default=2.0, help="enlargement of the eye region")
     parser.add_argument("--frames", type=int, nargs=2, metavar=("FIRST", "LAST"), help="only these frames")
     parser.add_argument("--ear", action="store_true", help="draw the EAR curve and detected blinks underneath")
     parser.add_argument("--out", required=True, help="folder for the PNG montages")
@@ -99,14 +101,15 @@ def main() -> None:
         frames, fps = read_video(path)
         landmarks = video_landmarks(frames)
         first, last = args.frames if args.frames else (0, len(frames) - 1)
-        tiles = eye_region(frames, landmarks)[first : last + 1]
+        tiles = eye_region(frames[first : last + 1], landmarks, args.scale)
         sheet = montage(tiles, args.columns, title=f"{path.name}: frames {first}-{last} of {len(frames)}", start=first)
         if args.ear:
             plot = ear_plot(eye_aspect_ratio(landmarks), first, last, fps, sheet.shape[1])
             plot = cv2.resize(plot, (sheet.shape[1], round(plot.shape[0] * sheet.shape[1] / plot.shape[1])))
             sheet = np.concatenate([sheet, plot])
         target = out / (f"blinks_{path.stem}.png" if args.ear else f"{path.stem}.png")
-        cv2.imwrite(str(target), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        # 256 colours are plenty for skin and lids, and keep the files small enough for docs/.
+        Image.fromarray(sheet).quantize(256).save(target, optimize=True)
         print(target)
 
 if __name__ == "__main__":

@@ -147,6 +147,11 @@ def validate(model: SyncNet, root: Path, ids: list[str], shifts=(0,)) -> dict:
             "mean_offset": float(offsets.mean()),
             "confidence": float(np.mean(confidence[s])),
         }
+    if 0 in shifts and len(shifts) > 1:
+        # Share of clips whose found offset moves exactly with the shift (found - shift the same at
+        # every shift): a clip that reads one frame off in sync then reads one frame off everywhere.
+        deviation = np.array([np.array(found[s]) - s for s in shifts])
+        out["same_deviation_at_all_shifts"] = float(np.mean((deviation == deviation[0]).all(axis=0)))
     return out
 
 

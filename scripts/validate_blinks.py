@@ -38,7 +38,7 @@ ANNOTATIONS = REPO / "tests" / "data" / "blink_annotations.json"
 # MP_PROMINENCE above the lower of the two valleys beside it (GRID speakers: about 0.07-0.1 with the
 # eyes open, 0.2-0.3 looking down, 0.45-0.8 closed; a double blink reopens the eyes only partly).
 # Its span is where the score stays above half the prominence. Set by looking at the scores of
-# bbaf2n, bgah3a, bgwu8p and brbg3s, before any comparison with our detector.
+# bbaf2n, bgah3a, bgwu8p and brbg3s (three of them hand-annotated), before tuning our detector.
 MP_HEIGHT, MP_PROMINENCE = 0.35, 0.1
 # Events match when their frame spans overlap after widening each by this many frames.
 MATCH_TOLERANCE = 2

@@ -289,12 +289,13 @@ def run_cli(args) -> int:
         print(json.dumps(stats.to_dict(), indent=1))
         return 0
     seconds = stats.num_frames / stats.fps
-    print(f"{args.video}: {len(stats.blinks)} blinks in {seconds:.2f} s ({stats.num_frames} frames at {stats.fps:g} fps)")
+    count = len(stats.blinks)
+    print(f"{args.video}: {count} blinks in {seconds:.2f} s ({stats.num_frames} frames at {stats.fps:g} fps)")
     print(f"blinks per second: {stats.blinks_per_second:.3f}")
     if stats.blinks:
         print(f"blink duration: mean {stats.mean_duration:.3f} s, median {stats.median_duration:.3f} s")
-        for blink in stats.blinks:
-            print(f"  frames {blink.start}-{blink.end} ({blink.duration(stats.fps):.2f} s), min EAR {blink.min_ear:.3f} at {blink.bottom}")
+        for b in stats.blinks:
+            print(f"  frames {b.start}-{b.end} ({b.duration(stats.fps):.2f} s), min EAR {b.min_ear:.3f} at frame {b.bottom}")
     return 0
 
 

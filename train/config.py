@@ -137,7 +137,8 @@ def load_config(path: str | None, overrides: list[str] = (), ablations: list[str
 
 
 def _coerce(key: str, value, annotation):
-    """`value` as the field's type: ints are accepted for floats, a lone string for a list of strings."""
+    """`value` as the field's type: ints and numeric strings are accepted for floats, a lone string for
+    a list of strings."""
     options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     for option in options:
         if option is type(None) and value is None:
@@ -147,6 +148,12 @@ def _coerce(key: str, value, annotation):
             return [str(v) for v in value] if isinstance(value, list) else [value]
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if option is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if option in (int, str, bool) and type(value) is option:
             return value
-    raise ConfigError(f"{key}={value!r} has the wrong type: expected {annotation}")
+    expected = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    raise ConfigError(f"{key}={value!r} has the wrong type: expected {expected}")

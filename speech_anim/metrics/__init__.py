@@ -9,7 +9,9 @@ length and the still image the video was generated from. It returns one float fo
 
 Metrics that need more (audio, word timings, fps) take it as keyword context; metrics ignore
 context they do not use, so one call signature serves them all. A new metric subclasses `Metric`,
-is decorated with `@register` and its module is added to `_METRIC_MODULES` below.
+is decorated with `@register` and lives in a module of this package: light modules are listed in
+`_METRIC_MODULES` below (imported with the package), the others are imported by `get_metric` the
+first time it is asked for a name it does not know.
 """
 
 from __future__ import annotations
@@ -70,10 +72,21 @@ def register(cls: type[Metric]) -> type[Metric]:
 
 def get_metric(name: str) -> Metric:
     """The registered metric called `name` (case-insensitive)."""
+    if name.lower() not in METRICS:
+        _import_all()
     metric = METRICS.get(name.lower())
     if metric is None:
         raise MetricError(f"unknown metric '{name}': choose one of {', '.join(sorted(METRICS))}")
     return metric
+
+
+def _import_all() -> None:
+    """Import every module of this package, so metrics that need heavy imports (torch models),
+    left out of `_METRIC_MODULES` to keep `import speech_anim.metrics` light, register too."""
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 def as_video(frames, what: str = "video") -> np.ndarray:
@@ -96,7 +109,8 @@ def as_image(image, what: str = "image") -> np.ndarray:
     return image
 
 
-# Modules whose metrics register themselves on import.
+# Light modules whose metrics register on import; the others register when `get_metric` first
+# misses a name (or when imported directly).
 _METRIC_MODULES = ("reference", "cpbd", "identity", "expression")
 for _module in _METRIC_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
