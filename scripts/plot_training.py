@@ -43,12 +43,11 @@ def read_metrics(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
-    if window <= 1 or len(values) < window:
-        return values
-    kernel = np.ones(window) / window
-    # 'valid' then padded with the first full average, so the curve keeps its length.
-    smooth = np.convolve(values, kernel, mode="valid")
-    return np.concatenate([np.full(window - 1, smooth[0]), smooth])
+    """Trailing mean over the last `window` points (fewer at the start, so the curve keeps its length)."""
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - max(window, 1), 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
 
 
 def plot(series: dict, out: Path, smooth: int, title: str) -> None:

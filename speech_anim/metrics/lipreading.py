@@ -7,7 +7,7 @@ from the installed package (`pip install fae==0.2 --no-deps`) and never import `
 
 Mouth crops follow fae's recipe on our aligned crops: a similarity warp that puts the canonical
 face's stable points on fae's mean face (256×256), a 96×96 patch around the mouth, its central
-88×88. Our crops are aligned already, so one fixed warp serves every frame (an upscale of ~1.8:
+88×88. Our crops are aligned already, so one fixed warp serves every frame (an upscale of 1.66:
 the 128×96 crop has the mouth ~26 px wide, LRW's crops ~45 px).
 
 GRID's vocabulary is not LRW's (only "again", "place", "seven", "three" are among the 500 words),
