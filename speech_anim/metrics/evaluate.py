@@ -65,7 +65,7 @@ def align_frames(frames: np.ndarray, aligner=None) -> np.ndarray:
     """Raw frames of any size -> aligned T×128×96×3 crops, the way `speech-anim preprocess` does
     it (detect, track, smooth the landmarks over time, warp to the canonical face)."""
     from ..data.preprocess import ClipSkipped, smooth_landmarks, track_landmarks
-    from ..face import FaceAligner, align_with_landmarks
+    from ..face import align_with_landmarks
 
     aligner = aligner or _default_aligner()
     try:

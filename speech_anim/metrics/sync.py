@@ -2,13 +2,13 @@
 
 Every video frame `t` gets a mouth embedding (frames t-2..t+2) and every audio window `t` an audio
 embedding (0.2 s centred on frame t), both from the frozen expert in `speech_anim.models.syncnet`.
-For each shift `s` in -15..15 frames, the distance curve is the mean over frames of
-||video_t - audio_{t+s}|| (over the frames where t+s exists). Then
+For each shift `s` in -15..15 frames, the distance curve is the mean over all frames of
+||video_t - audio_{t+s}||, the audio shifted circularly (see `distance_curve`). Then
 
 - offset = the shift with the smallest mean distance, in frames. Positive: the sound comes late
   (the audio that matches frame t plays at frame t + offset); 0 is in sync.
 - confidence = median - min of the curve: how clearly one shift stands out. A still face gives
-  the same distance at every shift, so its confidence is near 0.
+  the same distance at every shift, so its confidence is 0 (and its offset means nothing).
 
 Distances are between unit vectors (0..2), so our confidences are on a different scale from the
 original SyncNet's (whose embeddings are not normalised); compare them only with each other.
@@ -56,19 +56,25 @@ def embed(crops, audio: np.ndarray, fps: float = 25.0, model: SyncNet | None = N
 
 
 def distance_curve(video: np.ndarray, audio: np.ndarray, max_shift: int = MAX_SHIFT) -> tuple[np.ndarray, np.ndarray]:
-    """Mean ||video_t - audio_{t+s}|| for s in -max_shift..max_shift -> (shifts, distances)."""
+    """Mean ||video_t - audio_{(t+s) mod T}|| over all T frames, for s in -max_shift..max_shift
+    -> (shifts, distances).
+
+    The audio is shifted circularly, so every point of the curve pairs all video frames with all
+    audio frames and only their alignment changes. Dropping the frames that a shift pushes out
+    instead would change *which* audio is compared at each shift: a still, closed mouth is
+    closest to silence, so its curve would fall towards whichever shift keeps the most silence
+    (measured: a still face then gets a confident offset of ±15 or 0). Circularly, a still face's
+    curve is flat (confidence 0). Clips shorter than 2 * max_shift + 10 frames get a smaller
+    max_shift.
+    """
     frames = len(video)
-    max_shift = min(max_shift, frames - _MIN_OVERLAP)
+    max_shift = min(max_shift, (frames - _MIN_OVERLAP) // 2)
     if max_shift < 1:
         raise VideoError(
-            f"the clip has {frames} frames; sync needs at least {_MIN_OVERLAP + 1}: evaluate longer clips"
+            f"the clip has {frames} frames; sync needs at least {_MIN_OVERLAP + 2}: evaluate longer clips"
         )
     shifts = np.arange(-max_shift, max_shift + 1)
-    distances = np.empty(len(shifts))
-    for i, s in enumerate(shifts):
-        v = video[max(0, -s) : frames - max(0, s)]
-        a = audio[max(0, s) : frames - max(0, -s)]
-        distances[i] = np.linalg.norm(v - a, axis=1).mean()
+    distances = np.array([np.linalg.norm(video - np.roll(audio, -s, axis=0), axis=1).mean() for s in shifts])
     return shifts, distances
 
 
