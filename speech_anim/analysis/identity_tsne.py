@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import SpeechAnimError
+from . import save_figure
 
 
 def sample_frames(root, split="all", clips_per_speaker: int = 20, frames_per_clip: int = 5, seed: int = 0):
@@ -74,14 +75,7 @@ def plot_tsne(points: np.ndarray, speakers: np.ndarray, path, title: str | None 
         axis.scatter(points[mask, 0], points[mask, 1], s=6, label=speaker)
     axis.legend(markerscale=2, fontsize=7)
     axis.set_xticks([]), axis.set_yticks([])
-    if title:
-        axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title)
 
 
 def _encoder(checkpoint, random_init: bool):

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import SpeechAnimError
+from . import save_figure
 
 # Farnebäck parameters for 128×96 faces: a 3-level pyramid (scale 0.5) and a 9-pixel window
 # follow lips moving a few pixels per frame without smearing motion across the face.
@@ -69,14 +70,7 @@ def plot_motion(motion: np.ndarray, path, background: np.ndarray | None = None, 
     image = axis.imshow(motion, cmap="jet", alpha=0.6 if background is not None else 1.0, vmin=0, vmax=vmax)
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="flow (px / frame)")
     axis.set_axis_off()
-    if title:
-        axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title)
 
 
 def _videos(inputs) -> list[Path]:
