@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, WINDOW_SAMPLES, load_audio, num_frames
-from .errors import AudioError, CheckpointError
+from .errors import AudioError, CheckpointError, ImageError
 from .face import AlignedFace, FaceAligner, PasteBack, load_image
-from .models.generator import Generator
+from .models.generator import FRAME_HEIGHT, FRAME_WIDTH, Generator
 from .video import write_video
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "grid-s1"
@@ -114,6 +114,18 @@ class Animator:
             seed=seed,
             crop=aligned.crop,
         )
+
+    def animate_crop(self, crop: np.ndarray, audio, seed: int = 0, fps: float | None = None) -> np.ndarray:
+        """Frames (T×128×96×3 uint8) for a face already aligned to the canonical crop, e.g. the first
+        frame of a preprocessed clip: no detection, so evaluation sets see exactly the training crops."""
+        if not (isinstance(crop, np.ndarray) and crop.shape == (FRAME_HEIGHT, FRAME_WIDTH, 3) and crop.dtype == np.uint8):
+            shape = getattr(crop, "shape", type(crop).__name__)
+            raise ImageError(f"crop must be a {FRAME_HEIGHT}×{FRAME_WIDTH}×3 uint8 aligned face, got {shape}; use __call__ for photos")
+        fps = float(fps or self.fps)
+        signal = load_audio(audio)
+        if num_frames(len(signal), fps) < 1:
+            raise AudioError("the audio is shorter than one video frame: give at least 0.04 s of speech")
+        return np.concatenate(list(self._generate(crop, _single_chunk(signal), seed, fps)))
 
     def stream(
         self, image, audio_chunks: Iterable[np.ndarray], seed: int = 0, fps: float | None = None, paste_back=False

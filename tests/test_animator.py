@@ -123,6 +123,14 @@ def test_bad_inputs_raise_one_line_errors(animator, tmp_path, speech):
         assert message and "\n" not in message, message
 
 
+def test_animate_crop_takes_an_aligned_face_without_detection(animator, speech):
+    crop = animator.align(PHOTO).crop
+    frames = animator.animate_crop(crop, (speech, 16000), seed=3)
+    np.testing.assert_array_equal(frames, animator(PHOTO, SPEECH, seed=3).frames)
+    with pytest.raises(ImageError, match="128×96×3"):
+        animator.animate_crop(crop[:64], (speech, 16000))
+
+
 def test_missing_default_model_is_reported_not_faked(monkeypatch, tmp_path):
     monkeypatch.setattr("speech_anim.animator.DEFAULT_CHECKPOINT", tmp_path / "nothing-here")
     with pytest.raises(CheckpointError, match="--checkpoint"):

@@ -257,10 +257,11 @@ def test_bad_settings_fail_with_one_line(tmp_path, capsys):
     assert T.main(["--config", str(TINY), "g_width=wide"]) == T.EXIT_ERROR
     assert T.main(["--config", str(TINY), "ablations=[no-color]"]) == T.EXIT_ERROR
     assert T.main(["--config", str(TINY), f"data={tmp_path / 'nothing'}"]) == T.EXIT_ERROR
+    assert T.main(["--config", str(TINY), "g_output=residual"]) == T.EXIT_ERROR
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 5 and all(line.startswith("train: error: ") for line in lines), lines
+    assert len(lines) == 6 and all(line.startswith("train: error: ") for line in lines), lines
     assert "missing.yaml not found" in lines[0] and "'batch_sise'" in lines[1] and "g_width" in lines[2]
-    assert "no-color" in lines[3] and "nothing" in lines[4]
+    assert "no-color" in lines[3] and "nothing" in lines[4] and "g_output" in lines[5]
 
 
 def test_learning_rates_decay_every_ten_epochs():

@@ -49,6 +49,7 @@ class TrainConfig:
     g_width: float = 1.0
     d_width: float = 1.0
     audio_gru_layers: int = 1
+    g_output: str = "frame"  # "frame" (paper) or "blend": decoded frame blended over the still by a learnt mask
 
     # ---- objective (Eq. 7) and Table 5's ablations
     lambda_img: float = 1.0
@@ -89,6 +90,8 @@ class TrainConfig:
             raise ConfigError(f"mixed_precision must be no (fp32) or bf16, got {self.mixed_precision!r}")
         if self.frames is not None and self.frames < 5:
             raise ConfigError(f"frames={self.frames} is shorter than a sync snippet: use at least 5 (or null for whole clips)")
+        if self.g_output not in ("frame", "blend"):
+            raise ConfigError(f"g_output must be frame (paper) or blend, got {self.g_output!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         for name in ("batch_size", "grad_accum", "epochs", "decay_every", "log_every", "sample_every",

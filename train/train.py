@@ -118,7 +118,7 @@ def step_rng(cfg: TrainConfig, step: int, rank: int) -> torch.Generator:
 
 def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
     """The generator and the discriminators the weights need ('img', 'seq', 'sync')."""
-    generator = Generator(GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers))
+    generator = Generator(GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output))
     builders = {
         "img": lambda: FrameDiscriminator(FrameDiscriminatorConfig(width=cfg.d_width)),
         "seq": lambda: SequenceDiscriminator(SequenceDiscriminatorConfig(width=cfg.d_width)),

@@ -5,6 +5,12 @@
     N(0, 0.6) noise    --NoiseGenerator---> z_n (10 per frame, GRU)         streaming, stateful
     [z_c, z_id, z_n]   --FrameDecoder-----> frames (B×T×3×128×96, tanh)     all B·T frames in one batch
 
+With `output="blend"` (not in the paper) the decoder also emits a per-pixel mask α and each frame is
+α·decoded + (1-α)·still: the still's pixels pass through wherever the face does not move, so the
+identity is right from the first step and training spends itself on the mouth and eyes. The paper's
+generator (`output="frame"`) must re-synthesise every pixel through the skips, which on a CPU budget
+of a few thousand steps leaves the upper face a blur (see model_card.md).
+
 Everything that depends only on the still (identity code and the decoder's skip contributions) is
 computed once per clip and kept in `GeneratorState`, so generating a clip chunk by chunk costs the
 same as one pass and, in eval mode, gives the same frames (the GRU states are carried along).
@@ -22,6 +28,9 @@ from .hub import SafeHubMixin
 FRAME_HEIGHT, FRAME_WIDTH = 128, 96
 # Five stride-2 stages take 128×96 to 4×3; the decoder fuses the identity maps of the deepest four.
 ENCODER_CHANNELS = (64, 128, 256, 512, 1024)
+OUTPUTS = ("frame", "blend")
+# Blend mask starts at sigmoid(-2) ≈ 0.12: the first frames are nearly the still, not grey noise.
+BLEND_MASK_BIAS = -2.0
 SKIP_LEVELS = 4
 AUDIO_CHANNELS = (16, 32, 64, 128, 256, 512)
 
@@ -42,6 +51,7 @@ class GeneratorConfig:
     sample_rate: int = 16000
     fps: float = 25.0
     window_samples: int = 3200  # 0.2 s of audio per video frame (Eq. 1)
+    output: str = "frame"  # "frame": the paper's decoder; "blend": decoded frame blended over the still
 
     def __post_init__(self):
         if not self.width > 0:
@@ -51,6 +61,8 @@ class GeneratorConfig:
         for name in ("id_dim", "content_dim", "noise_dim", "sample_rate", "window_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GeneratorConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"GeneratorConfig.output must be one of {OUTPUTS}, got {self.output!r}")
 
     def channels(self, base: int) -> int:
         return max(1, round(base * self.width))
@@ -64,12 +76,14 @@ class GeneratorState:
     skips: list[torch.Tensor]  # the decoder's per-clip skip contributions
     content: torch.Tensor | None = None  # layers×B×content_dim
     noise: torch.Tensor | None = None  # 1×B×noise_dim
+    still: torch.Tensor | None = None  # B×3×H×W, kept for output="blend"
 
     def detach(self) -> "GeneratorState":
         """Cut the autograd graph (truncated back-propagation through time)."""
         content = None if self.content is None else self.content.detach()
         noise = None if self.noise is None else self.noise.detach()
-        return GeneratorState(self.z_id.detach(), [s.detach() for s in self.skips], content, noise)
+        still = None if self.still is None else self.still.detach()
+        return GeneratorState(self.z_id.detach(), [s.detach() for s in self.skips], content, noise, still)
 
 
 def _conv_bn_relu(conv: nn.Module, channels: int, dims: int = 2) -> nn.Sequential:
@@ -173,14 +187,16 @@ class FrameDecoder(nn.Module):
             _conv_bn_relu(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), cout)
             for cin, cout in zip(channels[:SKIP_LEVELS], channels[1:])
         )
-        self.to_rgb = nn.ConvTranspose2d(channels[-1], 3, 4, stride=2, padding=1)
+        self.blend = config.output == "blend"
+        self.to_rgb = nn.ConvTranspose2d(channels[-1], 4 if self.blend else 3, 4, stride=2, padding=1)
 
     def encode_skips(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-clip skip contributions from the identity encoder's maps (coarsest first)."""
         deepest = list(reversed(maps))[:SKIP_LEVELS]
         return [conv(m) for conv, m in zip(self.fuse_skip, deepest)]
 
-    def forward(self, latent: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, latent: torch.Tensor, skips: list[torch.Tensor],
+                still: torch.Tensor | None = None) -> torch.Tensor:
         batch, frames, _ = latent.shape
         x = self.project(latent.reshape(batch * frames, -1)).view(batch * frames, -1, *self.start)
         x = torch.relu(self.project_norm(x))
@@ -189,7 +205,11 @@ class FrameDecoder(nn.Module):
             # Broadcast the clip's skip over its frames without copying it T times.
             y = (y.view(batch, frames, *y.shape[1:]) + skip[:, None]).view_as(y)
             x = up(torch.relu(norm(y)))
-        return torch.tanh(self.to_rgb(x)).view(batch, frames, 3, FRAME_HEIGHT, FRAME_WIDTH)
+        out = self.to_rgb(x).view(batch, frames, -1, FRAME_HEIGHT, FRAME_WIDTH)
+        if not self.blend:
+            return torch.tanh(out)
+        alpha = torch.sigmoid(out[:, :, 3:])
+        return alpha * torch.tanh(out[:, :, :3]) + (1 - alpha) * still[:, None]
 
 
 class Generator(nn.Module, SafeHubMixin):
@@ -208,6 +228,8 @@ class Generator(nn.Module, SafeHubMixin):
         self.noise_generator = NoiseGenerator(config)
         self.decoder = FrameDecoder(config)
         self.apply(_init_weights)
+        if config.output == "blend":
+            nn.init.constant_(self.decoder.to_rgb.bias[3], BLEND_MASK_BIAS)
 
     def sample_noise(self, batch: int, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """B×T×noise_dim noise, N(0, noise_variance); chunk-invariant for a given `generator`."""
@@ -219,7 +241,7 @@ class Generator(nn.Module, SafeHubMixin):
         if still.dim() != 4 or tuple(still.shape[1:]) != (3, FRAME_HEIGHT, FRAME_WIDTH):
             raise ImageError(f"still must be B×3×{FRAME_HEIGHT}×{FRAME_WIDTH}, got {tuple(still.shape)}; align the face first")
         z_id, maps = self.identity_encoder(still)
-        return GeneratorState(z_id, self.decoder.encode_skips(maps))
+        return GeneratorState(z_id, self.decoder.encode_skips(maps), still=still if self.config.output == "blend" else None)
 
     def forward(self, still: torch.Tensor | None, audio: torch.Tensor, noise: torch.Tensor | None = None,
                 state: GeneratorState | None = None, return_state: bool = False,
@@ -247,9 +269,9 @@ class Generator(nn.Module, SafeHubMixin):
         z_c, content_state = self.content_encoder(audio, state.content)
         z_n, noise_state = self.noise_generator(noise.to(z_c), state.noise)
         z_id = state.z_id[:, None].expand(batch, frames, -1)
-        video = self.decoder(torch.cat([z_c, z_id, z_n], dim=-1), state.skips)
+        video = self.decoder(torch.cat([z_c, z_id, z_n], dim=-1), state.skips, state.still)
         if return_state:
-            return video, GeneratorState(state.z_id, state.skips, content_state, noise_state)
+            return video, GeneratorState(state.z_id, state.skips, content_state, noise_state, state.still)
         return video
 
     def extra_repr(self) -> str:
