@@ -209,6 +209,15 @@ def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_one(clips, tmp_p
     assert len(rows) == len(set(rows))
     assert [p.name for p in T.checkpoints(_tiny(clips, killed_dir))][-1] == "step_00000006"
 
+    # Resumed with the sync expert's confidence as the selection metric: the old best score (another
+    # metric's) is dropped rather than compared with, and the AV metrics get each clip's sound.
+    switched = subprocess.run(_command(clips, killed_dir, *common, "max_steps=9", "save_every=100", "--resume",
+                                       "val_metrics=[av_confidence]", "early_stop_metric=val/av_confidence"),
+                              env=ENV, capture_output=True, text=True, timeout=300)
+    assert switched.returncode == 0, switched.stderr[-2000:]
+    assert "early stopping now tracks val/av_confidence (was val/sync_rank_fake)" in switched.stdout, switched.stdout
+    assert "new best val/av_confidence" in switched.stdout
+
 
 def test_two_processes_end_with_identical_weights(clips, tmp_path):
     """DDP on CPU with gloo, started the way users scale out: `accelerate launch`."""

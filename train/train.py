@@ -75,6 +75,7 @@ class Progress:
     best_score: float = -math.inf
     best_step: int = -1
     stale_epochs: int = 0  # validations since the best score improved
+    best_metric: str = ""  # what best_score measures; a resumed run told to track another starts afresh
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -261,9 +262,13 @@ def validate(accelerator, cfg, generator, discriminators, loader, metrics=()) ->
             fake = model(still, audio, noise=noise).float()
         columns = {"val/l1_lower": torch.stack([losses.lower_half_l1(f, v, m) for f, v, m in zip(fake, video, mask)])}
         lengths = batch["lengths"].tolist()
+        # The AV metrics (av_confidence, ...) need each clip's sound: raw audio cut to the clip's frames.
+        fps, rate = model.config.fps, model.config.sample_rate
+        sounds = [a[: round(n * rate / fps)].cpu().numpy() for a, n in zip(batch["raw_audio"], lengths)]
         for metric in metrics:
             columns[f"val/{metric.name}"] = torch.tensor(
-                [metric(_to_uint8(f[:n]), _to_uint8(v[:n])) for f, v, n in zip(fake, video, lengths)], device=video.device
+                [metric(_to_uint8(f[:n]), _to_uint8(v[:n]), audio=sound, fps=fps)
+                 for f, v, n, sound in zip(fake, video, lengths, sounds)], device=video.device
             )
         if d_sync is not None:
             columns.update(_sync_scores(accelerator, d_sync, video, fake, audio, shifted, batch["lengths"]))
@@ -527,7 +532,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                             ("no-seq", "the sequence discriminator")):
         parser.add_argument(f"--{switch}", dest="ablations", action="append_const", const=switch,
                             help=f"ablation (Table 5): remove {removes}")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # key=value may come before or after the switches
 
 
 def main(argv=None) -> int:
@@ -682,6 +687,10 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
             log({**metrics, "val/score": score})
             accelerator.print(f"validation after epoch {progress.epoch}: "
                               + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())), flush=True)
+            if progress.best_metric != name:
+                if progress.best_metric:
+                    accelerator.print(f"early stopping now tracks {name} (was {progress.best_metric}): best score reset")
+                progress.best_metric, progress.best_score, progress.stale_epochs = name, -math.inf, 0
             if score > progress.best_score:
                 progress.best_score, progress.best_step, progress.stale_epochs = score, progress.step, 0
                 if accelerator.is_main_process:
