@@ -1,0 +1,86 @@
+"""The shipped default model (speech_anim/pretrained/grid-s1) on real inputs: what a user gets.
+
+Skipped, with the reason, when the package carries no default model."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speech_anim import Animator
+from speech_anim.animator import DEFAULT_CHECKPOINT
+from speech_anim.audio import load_audio
+from speech_anim.blinks import video_blinks
+from speech_anim.face import crop_landmarks
+from speech_anim.metrics.sync import av_sync
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+STILL = EXAMPLES / "grid_s1_still.png"  # an s1 frame outside the training split's clips
+SPEECH = EXAMPLES / "grid_s1_bbaf2n.wav"
+INNER_UPPER_LIP, INNER_LOWER_LIP = [61, 62, 63], [67, 66, 65]
+
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT_CHECKPOINT / "model.safetensors").is_file(),
+    reason="no default model is shipped in speech_anim/pretrained/grid-s1",
+)
+
+
+@pytest.fixture(scope="module")
+def animator() -> Animator:
+    return Animator.from_pretrained(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def crop(animator) -> np.ndarray:
+    return animator.align(STILL).crop
+
+
+def mouth_opening(frames: np.ndarray) -> np.ndarray:
+    """Per frame: mean vertical gap between the inner lips (crop pixels)."""
+    points = crop_landmarks(frames)
+    return (points[:, INNER_LOWER_LIP, 1] - points[:, INNER_UPPER_LIP, 1]).mean(axis=1)
+
+
+def quiet_room(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:
+    """Silence plus faint pink noise (about -60 dBFS RMS): what a microphone hears when nobody speaks."""
+    rng = np.random.default_rng(seed)
+    spectrum = np.fft.rfft(rng.standard_normal(int(seconds * rate)))
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))  # 1/f power
+    noise = np.fft.irfft(spectrum, n=int(seconds * rate))
+    return (noise / np.sqrt(np.mean(noise**2)) * 1e-3).astype(np.float32)
+
+
+def test_speech_moves_the_mouth_in_sync(animator, crop):
+    speech = load_audio(SPEECH)
+    frames = animator.animate_crop(crop, (speech, 16000), seed=0)
+    opening = mouth_opening(frames)
+    assert opening.max() - np.median(opening[:10]) > 1.5, opening  # the mouth opens for the words
+    sync = av_sync(frames, speech, 25.0)
+    assert abs(sync.offset) <= 1 and sync.confidence > 0.1, sync
+
+
+@pytest.fixture(scope="module")
+def silent_frames(animator, crop) -> np.ndarray:
+    return animator.animate_crop(crop, (quiet_room(8.0), 16000), seed=0)
+
+
+def test_silent_audio_keeps_the_mouth_closed(animator, crop, silent_frames):
+    speaking = mouth_opening(animator.animate_crop(crop, SPEECH, seed=0))
+    still = mouth_opening(crop[None])[0]
+    silent = mouth_opening(silent_frames)
+    # Closed: within a pixel of the still's mouth, and far from the speaking mouth's widest.
+    assert np.percentile(silent, 95) - still < 1.0, silent
+    assert speaking.max() - np.percentile(silent, 95) > 1.5
+
+
+def test_eyes_blink_during_silence(silent_frames):
+    assert len(video_blinks(silent_frames, fps=25.0).blinks) >= 1
+
+
+def test_photo_of_another_face_keeps_its_identity(animator):
+    from speech_anim.metrics import get_metric
+
+    result = animator(EXAMPLES / "astronaut.png", SPEECH, seed=0)
+    # ACD against the astronaut's own aligned still: well inside dlib's same-person distance (0.6).
+    acd = get_metric("acd")(result.frames, still=result.crop)
+    assert acd < 0.35, acd
