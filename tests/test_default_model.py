@@ -73,6 +73,8 @@ def test_silent_audio_keeps_the_mouth_closed(animator, crop, silent_frames):
     assert speaking.max() - np.percentile(silent, 95) > 1.5
 
 
+@pytest.mark.xfail(strict=True, reason="the shipped model does not blink yet (issue #7, model_card.md): "
+                   "this test starts passing, and then fails as XPASS, when a model that blinks is shipped")
 def test_eyes_blink_during_silence(silent_frames):
     assert len(video_blinks(silent_frames, fps=25.0).blinks) >= 1
 
