@@ -5,8 +5,8 @@
 #   bash scripts/evaluate_model.sh [CHECKPOINT] [DATA] [OUT]
 #
 # CHECKPOINT defaults to the shipped model, DATA to /work/data_cache/grid (`speech-anim preprocess`
-# output), OUT to runs/eval. Reports already in OUT are kept (delete one to redo it): the real and
-# static rows take ~20 min each on 2 CPU cores, most of it dlib face descriptors (ACD).
+# output), OUT to runs/eval. Reports already in OUT are kept (delete one to redo it). On one free
+# CPU core a 100-clip row takes ~15 min (the static baseline ~6), most of it dlib face descriptors (ACD).
 set -euo pipefail
 CHECKPOINT=${1:-speech_anim/pretrained/grid-s1}
 DATA=${2:-/work/data_cache/grid}

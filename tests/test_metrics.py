@@ -164,6 +164,20 @@ def test_acd_separates_identities(s1_crops, other_crops):
     assert acd(s1_crops[:1], still=still) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_repeated_frames_share_one_descriptor(s1_crops, monkeypatch):
+    frames = np.concatenate([s1_crops[:2], s1_crops[:2], s1_crops[:1]])
+    expected = face_descriptors(s1_crops[:2])
+    import speech_anim.metrics.identity as identity
+
+    calls = []
+    real_model = identity._descriptor_model()
+    counting = type("Counting", (), {"compute_face_descriptor": lambda self, *a: calls.append(1) or real_model.compute_face_descriptor(*a)})()
+    monkeypatch.setattr(identity, "_descriptor_model", lambda: counting)
+    got = face_descriptors(frames)
+    assert len(calls) == 2  # a static video costs one descriptor, not one per frame
+    np.testing.assert_allclose(got, expected[[0, 1, 0, 1, 0]], atol=1e-6)
+
+
 def test_face_descriptors_of_full_frames(s1_clip):
     frame = read_video(s1_clip)[0][30]
     full, crop = face_descriptors(frame)[0], face_descriptors(FaceAligner().align(frame).crop)[0]
