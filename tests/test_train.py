@@ -300,3 +300,24 @@ def test_plot_training_draws_the_curves_of_a_metrics_csv(tmp_path):
     assert series["loss/G/l1_lower"][0].tolist() == list(range(1, 30))
     plot_training.main([str(metrics), "-o", str(tmp_path / "curves.png"), "--smooth", "5"])
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step_and_resumes(clips, tmp_path):
+    run_dir = tmp_path / "stopped"
+    process = subprocess.Popen(_command(clips, run_dir, "batch_size=1", "log_every=1", "max_steps=500", "save_every=1000"),
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (run_dir / "metrics.csv").is_file() or "loss/G/total" not in (run_dir / "metrics.csv").read_text():
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert time.time() < deadline, "no training step logged within 240 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-2000:]
+    assert "stopped by SIGTERM" in out, out
+    saved = T.checkpoints(_tiny(clips, run_dir))
+    stopped_at = int(out.split("done after ")[1].split(" steps")[0])
+    assert saved and saved[-1].name == f"step_{stopped_at:08d}" and stopped_at < 500
+    resumed = subprocess.run(_command(clips, run_dir, "batch_size=1", "log_every=1", f"max_steps={stopped_at + 1}",
+                                      "save_every=1000", "--resume"), env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and f"(step {stopped_at}," in resumed.stdout, resumed.stderr[-2000:]

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -634,6 +635,7 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     saved_step = progress.step if last is not None else -1
     validated = False
     stop = None
+    stop_signal, signalled = StopSignal(), False
     while stop is None and progress.epoch < cfg.epochs:
         rates = learning_rates(cfg, progress.epoch)
         for name, optimizer in optimizers.items():
@@ -672,12 +674,16 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
             if cfg.max_steps is not None and progress.step >= cfg.max_steps:
                 stop = f"reached max_steps={cfg.max_steps}"
                 break
+            if stop_signal.requested(accelerator):
+                signalled = True
+                stop = f"stopped by {stop_signal.name or 'a signal'}; resume with --resume"
+                break
             tick = time.perf_counter()
         else:  # the epoch is complete
             progress.epoch += 1
             progress.batch = 0
 
-        if stop is None or not validated:
+        if not signalled and (stop is None or not validated):  # a signalled stop saves, it does not validate
             # ---- validation: after every epoch (and once at the end of a run cut short before one)
             broadcast_buffers(accelerator, models.values())
             val_loader.set_epoch(0)  # the same stills and shifted audio every validation
@@ -702,6 +708,7 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
                     stop = stop or f"early stopping: {name} has not improved for {cfg.patience} validations"
 
     # ---- the end
+    stop_signal.restore()
     stop = stop or f"trained {cfg.epochs} epochs"
     broadcast_buffers(accelerator, models.values())
     if saved_step != progress.step:
@@ -718,6 +725,34 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
         accelerator.print(f"pushed {run / 'best'} to https://huggingface.co/{hub_repo}", flush=True)
     accelerator.end_training()
     return 0
+
+
+class StopSignal:
+    """SIGTERM or Ctrl-C asks the loop to stop after the current step and save a checkpoint, so
+    stopping a run by hand (or a scheduler's SIGTERM) loses nothing; a second Ctrl-C kills at once."""
+
+    def __init__(self):
+        self.name = None
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook's worker): no handler
+                pass
+
+    def _handle(self, signum, frame):
+        if self.name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.name = signal.Signals(signum).name
+
+    def requested(self, accelerator) -> bool:
+        """True on every process once any process got a signal (they must stop at the same step)."""
+        flag = torch.tensor([1.0 if self.name else 0.0], device=accelerator.device)
+        return bool(accelerator.reduce(flag, "max").item()) if accelerator.num_processes > 1 else bool(flag.item())
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _cpu_processes() -> bool:
