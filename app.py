@@ -89,6 +89,13 @@ def build_demo(checkpoint: str | None = None, concurrency_limit: int | None = No
             f"movements, blinks and expressions. A re-implementation of [Vougioukas, Petridis & Pantic, "
             f"*Realistic Speech-Driven Facial Animation with GANs*, IJCV 2019]({PAPER})."
         )
+        if checkpoint_label(default).endswith("(packaged)"):
+            gr.Markdown(
+                "The packaged model (`grid-s1`) was trained for 22 minutes on a CPU, mostly on one GRID "
+                "speaker: the lips follow the speech, but **it does not blink yet** and it moves the mouth "
+                "of faces unlike its training speakers less than it should (see `model_card.md`).",
+                elem_id="model-note",
+            )
         if default is None:
             gr.Markdown(
                 "**No trained default model is installed yet.** Open *Advanced* and enter a checkpoint: "

@@ -188,6 +188,18 @@ def test_page_says_when_no_default_model_is_installed(monkeypatch):
         app_helpers.load_animator(None)
 
 
+def test_page_states_the_packaged_models_limits(monkeypatch, tmp_path):
+    from speech_anim import app_helpers
+
+    monkeypatch.delenv("SPEECH_ANIM_CHECKPOINT", raising=False)
+    packaged = tiny_checkpoint(tmp_path / "grid-s1")
+    monkeypatch.setattr(app_helpers, "DEFAULT_CHECKPOINT", Path(packaged))
+    notes = [b for b in load_app_module().build_demo().blocks.values() if getattr(b, "elem_id", None) == "model-note"]
+    assert len(notes) == 1 and "does not blink yet" in notes[0].value
+    other = load_app_module().build_demo(checkpoint=tiny_checkpoint(tmp_path / "mine"))
+    assert not [b for b in other.blocks.values() if getattr(b, "elem_id", None) == "model-note"]
+
+
 def test_model_is_loaded_once_per_checkpoint(tmp_path):
     from speech_anim.app_helpers import load_animator
 
