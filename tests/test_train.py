@@ -303,15 +303,18 @@ def test_plot_training_draws_the_curves_of_a_metrics_csv(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_at_the_current_step_and_resumes(clips, tmp_path):
+    # The signal goes to the whole process group, as `pkill -f`, Ctrl-C and schedulers send it: the
+    # data-loader worker gets it too and must leave the stopping to the main process.
     run_dir = tmp_path / "stopped"
-    process = subprocess.Popen(_command(clips, run_dir, "batch_size=1", "log_every=1", "max_steps=500", "save_every=1000"),
-                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(_command(clips, run_dir, "batch_size=1", "log_every=1", "max_steps=500", "save_every=1000",
+                                        "num_workers=1"),
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 240
     while not (run_dir / "metrics.csv").is_file() or "loss/G/total" not in (run_dir / "metrics.csv").read_text():
         assert process.poll() is None, process.stderr.read()[-2000:]
         assert time.time() < deadline, "no training step logged within 240 s"
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err[-2000:]
     assert "stopped by SIGTERM" in out, out

@@ -576,7 +576,8 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
         raise ConfigError(f"{len(train_set)} training clips are fewer than one batch ({cfg.batch_size} x "
                           f"{accelerator.num_processes} processes): lower batch_size or add clips")
     sampler = EpochShuffle(len(train_set), cfg.seed)
-    loader_options = dict(collate_fn=collate_clips, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+    loader_options = dict(collate_fn=collate_clips, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
+                          worker_init_fn=_leave_stop_signals_to_the_main_process)
     train_loader = torch.utils.data.DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True, **loader_options)
     val_loader = torch.utils.data.DataLoader(val_set, cfg.batch_size, shuffle=False, **loader_options)
     val_metrics = frame_metrics(cfg.val_metrics)
@@ -753,6 +754,14 @@ class StopSignal:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """Ctrl-C, `pkill -f train.py` and schedulers signal the whole process group, data-loader workers
+    included; a worker that dies of it makes the main process raise before StopSignal can save. The
+    workers ignore both signals and end when the main process shuts the loader down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _cpu_processes() -> bool:
