@@ -33,6 +33,7 @@ LOG_NAMES = {
     "g_sync": "loss/G/adv_sync",  # generator side of Eq. 3
     "g_seq": "loss/G/adv_seq",  # generator side of Eq. 4
     "g_rec": "loss/G/l1_lower",  # Eq. 6
+    "g_div": "loss/G/noise_diversity",  # not in the paper: upper_half_noise_diversity
     "g_total": "loss/G/total",  # Eq. 7
     "acc_img_real": "acc/D/img_real",
     "acc_img_fake": "acc/D/img_fake",
@@ -160,6 +161,29 @@ def lower_half_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | N
     return _mean(per_frame, mask)
 
 
+def upper_half_noise_diversity(fake_a: torch.Tensor, fake_b: torch.Tensor, noise_a: torch.Tensor,
+                               noise_b: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """Not in the paper: mode seeking (Mao et al., CVPR 2019) on the upper half of the face.
+
+    L_div = 1 / (mean|G(z_a) - G(z_b)|_upper / mean|z_a - z_b| + eps), for two videos generated from
+    the same still and audio with different noise. Without it our CPU-sized runs learn to ignore the
+    noise: every seed gives the same video and blinks follow the audio only, so none come in silence
+    (paper Fig. 17 has them). The upper half is where the noise should act (blinks, brows); the mouth
+    is left to the audio. 1/x fades as the videos differ, so realism (D_img, D_seq) keeps the last word.
+    `fake_*`: B x T x 3 x H x W; `noise_*`: B x T x noise_dim; `mask`: B x T, True for real frames.
+    """
+    if fake_a.shape != fake_b.shape or noise_a.shape != noise_b.shape:
+        raise LossInputError(f"the two videos {tuple(fake_a.shape)}, {tuple(fake_b.shape)} and noises "
+                             f"{tuple(noise_a.shape)}, {tuple(noise_b.shape)} must match in shape")
+    if fake_a.dim() != 5 or noise_a.shape[:2] != fake_a.shape[:2]:
+        raise LossInputError(f"expected B x T x C x H x W videos and B x T x D noise, got {tuple(fake_a.shape)} "
+                             f"and {tuple(noise_a.shape)}")
+    height = fake_a.shape[-2]
+    image_change = _mean((fake_a[..., : height // 2, :] - fake_b[..., : height // 2, :]).abs().flatten(2).mean(-1), mask)
+    noise_change = _mean((noise_a - noise_b).abs().mean(-1), mask)
+    return 1.0 / (image_change / noise_change + eps)
+
+
 # ---- Eq. 7 -----------------------------------------------------------------------------------------
 
 
@@ -171,6 +195,7 @@ class LossWeights:
     sync: float = 0.8
     seq: float = 0.2
     rec: float = 600.0
+    div: float = 0.0  # not in the paper: upper_half_noise_diversity
 
     def __post_init__(self):
         for f in fields(self):
@@ -201,14 +226,16 @@ def generator_total(
     sync: torch.Tensor | None = None,
     seq: torch.Tensor | None = None,
     rec: torch.Tensor | None = None,
+    div: torch.Tensor | None = None,
     weights: LossWeights = LossWeights(),
 ) -> torch.Tensor:
-    """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1.
+    """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1
+    (+ lambda_div L_div, ours, off by default).
 
     Terms whose weight is zero are skipped (and may be None), so an ablated run never needs the
     discriminator it does not train; a term with a non-zero weight must be given.
     """
-    terms = {"img": img, "sync": sync, "seq": seq, "rec": rec}
+    terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div}
     total = None
     for name, value in terms.items():
         weight = getattr(weights, name)

@@ -21,6 +21,7 @@ from speech_anim.losses import (
     generator_total,
     lower_half_l1,
     real_accuracy,
+    upper_half_noise_diversity,
 )
 
 LOG2 = math.log(2.0)
@@ -180,3 +181,39 @@ def test_log_names_are_unique_and_grouped():
     names = list(LOG_NAMES.values())
     assert len(set(names)) == len(names)
     assert all(n.startswith(("loss/D/", "loss/G/", "acc/D/")) for n in names)
+
+
+def test_noise_diversity_sees_only_the_upper_half_of_valid_frames():
+    noise_a, noise_b = torch.zeros(1, 2, 4), torch.full((1, 2, 4), 0.5)  # mean |z_a - z_b| = 0.5
+    fake_a = torch.zeros(1, 2, 3, 4, 2)
+    fake_b = fake_a.clone()
+    fake_b[..., 2:, :] = 1.0  # the mouth half differs: no diversity counted
+    assert upper_half_noise_diversity(fake_a, fake_b, noise_a, noise_b, eps=1e-5) == pytest.approx(1e5)
+    fake_b[:, 0, :, :2, :] = 0.2  # frame 0's upper half differs by 0.2 -> 0.1 per frame on average
+    assert upper_half_noise_diversity(fake_a, fake_b, noise_a, noise_b, eps=0.0) == pytest.approx(0.5 / 0.1)
+    # Frame 1 is padding: the mean is over frame 0 alone.
+    mask = torch.tensor([[True, False]])
+    assert upper_half_noise_diversity(fake_a, fake_b, noise_a, noise_b, mask, eps=0.0) == pytest.approx(0.5 / 0.2)
+
+
+def test_noise_diversity_pushes_the_videos_apart():
+    fake_a = torch.zeros(1, 2, 3, 4, 2, requires_grad=True)
+    fake_b = torch.full((1, 2, 3, 4, 2), 0.1)
+    upper_half_noise_diversity(fake_a, fake_b, torch.zeros(1, 2, 4), torch.ones(1, 2, 4)).backward()
+    upper, lower = fake_a.grad[..., :2, :], fake_a.grad[..., 2:, :]
+    assert (upper > 0).all() and (lower == 0).all()  # descending the loss moves fake_a away from fake_b
+
+
+def test_noise_diversity_is_off_unless_weighted_and_rejects_mismatches():
+    assert LossWeights().div == 0
+    one = torch.tensor(1.0)
+    assert generator_total(img=one, sync=one, seq=one, rec=one, div=torch.tensor(50.0)) == generator_total(
+        img=one, sync=one, seq=one, rec=one)
+    weights = LossWeights(div=0.5)
+    assert generator_total(img=one, sync=one, seq=one, rec=one, div=torch.tensor(4.0), weights=weights) == (
+        generator_total(img=one, sync=one, seq=one, rec=one) + 2.0)
+    with pytest.raises(LossInputError, match="div term"):
+        generator_total(img=one, sync=one, seq=one, rec=one, weights=weights)
+    with pytest.raises(LossInputError, match="must match"):
+        upper_half_noise_diversity(torch.zeros(1, 2, 3, 4, 2), torch.zeros(1, 3, 3, 4, 2), torch.zeros(1, 2, 4),
+                                   torch.zeros(1, 2, 4))

@@ -122,6 +122,25 @@ def test_one_step_changes_the_generator_and_every_discriminator(clips, accelerat
         assert all(p.requires_grad for p in model.parameters())
 
 
+def test_noise_diversity_term_generates_a_second_video_and_is_logged(clips, accelerator, tmp_path):
+    from speech_anim import losses
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+
+    cfg = _tiny(clips, tmp_path, "lambda_div=0.5", "ablations=[no-seq,no-sync]")
+    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div).ablate(
+        *cfg.ablations)
+    generator, discriminators = T.build_models(cfg, weights)
+    optimizers = T.build_optimizers(cfg, generator, discriminators)
+    generator, d_img, opt_g, opt_img = accelerator.prepare(generator, discriminators["img"], optimizers["G"], optimizers["img"])
+    dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0)
+    values = T.train_step(accelerator, cfg, weights, generator, {"img": d_img}, {"G": opt_g, "img": opt_img},
+                          collate_clips([dataset[0], dataset[1]]), torch.Generator().manual_seed(0))
+    assert torch.isfinite(values["g_div"]) and values["g_div"] > 0
+    assert T.log_name("g_div") == "loss/G/noise_diversity"
+    expected = values["g_img"] + 600 * values["g_rec"] + 0.5 * values["g_div"]
+    assert torch.isclose(values["g_total"], expected, rtol=1e-4)
+
+
 def test_ablations_build_only_the_discriminators_they_need(clips):
     from speech_anim import losses
 

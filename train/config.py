@@ -56,6 +56,7 @@ class TrainConfig:
     lambda_sync: float = 0.8
     lambda_seq: float = 0.2
     lambda_rec: float = 600.0
+    lambda_div: float = 0.0  # not in the paper: losses.upper_half_noise_diversity (0 = off)
     ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
 
     # ---- optimisation (paper §3.3)

@@ -225,6 +225,12 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
                 terms["sync"] = losses.g_sync_loss(judges["sync"](*cut_sync_pairs(fake, audio, centres)).float())
         if weights.rec > 0:
             terms["rec"] = losses.lower_half_l1(fake, video, mask)
+        if weights.div > 0:  # a second video from other noise, for the diversity term only
+            other = accelerator.unwrap_model(generator).sample_noise(video.shape[0], video.shape[1], generator=rng)
+            with accelerator.autocast():
+                fake_other = generator(still, audio, noise=other.to(video.device)).float()
+            terms["div"] = losses.upper_half_noise_diversity(fake, fake_other, noise.to(video.device),
+                                                             other.to(video.device), mask)
         total = losses.generator_total(**terms, weights=weights)
         update(accelerator, optimizers["G"], total)
         for judge in judges.values():
@@ -547,7 +553,7 @@ def main(argv=None) -> int:
 
 
 def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -> int:
-    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec).ablate(*cfg.ablations)
+    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div).ablate(*cfg.ablations)
 
     # ---- data: items are drawn from (seed, epoch, index), so every process and every restart sees
     # the same sub-sequences, stills and shifts
