@@ -57,6 +57,7 @@ class TrainConfig:
     lambda_seq: float = 0.2
     lambda_rec: float = 600.0
     lambda_div: float = 0.0  # not in the paper: losses.upper_half_noise_diversity (0 = off)
+    div_eps: float = 0.05  # its softening: the gradient is at most 1/div_eps^2
     ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
 
     # ---- optimisation (paper §3.3)
@@ -99,7 +100,7 @@ class TrainConfig:
                      "save_every", "keep_last", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("g_width", "d_width", "lr_g", "lr_img", "lr_seq", "lr_sync"):
+        for name in ("g_width", "d_width", "lr_g", "lr_img", "lr_seq", "lr_sync", "div_eps"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not (0 <= self.g_decay < 1 and 0 <= self.d_decay < 1):

@@ -230,7 +230,7 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             with accelerator.autocast():
                 fake_other = generator(still, audio, noise=other.to(video.device)).float()
             terms["div"] = losses.upper_half_noise_diversity(fake, fake_other, noise.to(video.device),
-                                                             other.to(video.device), mask)
+                                                             other.to(video.device), mask, eps=cfg.div_eps)
         total = losses.generator_total(**terms, weights=weights)
         update(accelerator, optimizers["G"], total)
         for judge in judges.values():
