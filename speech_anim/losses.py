@@ -166,12 +166,14 @@ def upper_half_noise_diversity(fake_a: torch.Tensor, fake_b: torch.Tensor, noise
     """Not in the paper: mode seeking (Mao et al., CVPR 2019) on the upper half of the face.
 
     L_div = 1 / (mean|G(z_a) - G(z_b)|_upper / mean|z_a - z_b| + eps), for two videos generated from
-    the same still and audio with different noise. MSGAN's eps is 1e-5; a generator that already
-    ignores its noise (ratio ~0.003) then gets a gradient of ~1e5 and its faces fell apart within
-    ten steps (validation PSNR 26.7 -> 20.3 dB at lambda 0.1). eps = 0.05 caps the gradient at 1/eps^2. Without it our CPU-sized runs learn to ignore the
+    the same still and audio with different noise. Without it our CPU-sized runs learn to ignore the
     noise: every seed gives the same video and blinks follow the audio only, so none come in silence
     (paper Fig. 17 has them). The upper half is where the noise should act (blinks, brows); the mouth
     is left to the audio. 1/x fades as the videos differ, so realism (D_img, D_seq) keeps the last word.
+
+    MSGAN's eps is 1e-5: a generator that already ignores its noise (ratio ~0.003) then gets a
+    gradient of ~1e5, and its faces fell apart within ten steps (validation PSNR 26.7 -> 20.3 dB at
+    lambda 0.1). eps = 0.05 caps the gradient at 1/eps^2.
     `fake_*`: B x T x 3 x H x W; `noise_*`: B x T x noise_dim; `mask`: B x T, True for real frames.
     """
     if fake_a.shape != fake_b.shape or noise_a.shape != noise_b.shape:

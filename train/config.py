@@ -16,6 +16,7 @@ import yaml
 
 from speech_anim.errors import SpeechAnimError
 from speech_anim.losses import ABLATIONS
+from speech_anim.models.generator import OUTPUTS as G_OUTPUTS
 
 
 class ConfigError(SpeechAnimError, ValueError):
@@ -92,8 +93,8 @@ class TrainConfig:
             raise ConfigError(f"mixed_precision must be no (fp32) or bf16, got {self.mixed_precision!r}")
         if self.frames is not None and self.frames < 5:
             raise ConfigError(f"frames={self.frames} is shorter than a sync snippet: use at least 5 (or null for whole clips)")
-        if self.g_output not in ("frame", "blend"):
-            raise ConfigError(f"g_output must be frame (paper) or blend, got {self.g_output!r}")
+        if self.g_output not in G_OUTPUTS:
+            raise ConfigError(f"g_output must be one of {', '.join(G_OUTPUTS)} (frame is the paper's), got {self.g_output!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         for name in ("batch_size", "grad_accum", "epochs", "decay_every", "log_every", "sample_every",

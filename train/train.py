@@ -182,8 +182,9 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
     logs = {}
     with accelerator.accumulate(generator, *discriminators.values()):
         noise = accelerator.unwrap_model(generator).sample_noise(video.shape[0], video.shape[1], generator=rng)
+        noise = noise.to(video.device)
         with accelerator.autocast():
-            fake = generator(still, audio, noise=noise.to(video.device)).float()
+            fake = generator(still, audio, noise=noise).float()
         # The same frames and snippets are judged in the D and the G updates.
         frame_index = sample_frame_indices(mask, rng)
         centres = sample_sync_centres(mask, rng, SNIPPET)
@@ -227,10 +228,10 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             terms["rec"] = losses.lower_half_l1(fake, video, mask)
         if weights.div > 0:  # a second video from other noise, for the diversity term only
             other = accelerator.unwrap_model(generator).sample_noise(video.shape[0], video.shape[1], generator=rng)
+            other = other.to(video.device)
             with accelerator.autocast():
-                fake_other = generator(still, audio, noise=other.to(video.device)).float()
-            terms["div"] = losses.upper_half_noise_diversity(fake, fake_other, noise.to(video.device),
-                                                             other.to(video.device), mask, eps=cfg.div_eps)
+                fake_other = generator(still, audio, noise=other).float()
+            terms["div"] = losses.upper_half_noise_diversity(fake, fake_other, noise, other, mask, eps=cfg.div_eps)
         total = losses.generator_total(**terms, weights=weights)
         update(accelerator, optimizers["G"], total)
         for judge in judges.values():
