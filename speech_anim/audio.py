@@ -123,6 +123,21 @@ def frame_audio(
     return out
 
 
+def quiet_room(num_samples: int, rms: float = 1e-3, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Faint pink (1/f) noise of the given RMS (1e-3 is -60 dBFS), float32: what a microphone hears
+    when nobody speaks. The training's silent pass and the silence tests feed it to the generator,
+    because exact zeros are a case that real recordings never have."""
+    if num_samples < 1:
+        raise AudioError(f"num_samples must be at least 1, got {num_samples}")
+    if not rms >= 0:
+        raise AudioError(f"rms must be >= 0, got {rms}")
+    rng = np.random.default_rng() if rng is None else rng
+    spectrum = np.fft.rfft(rng.standard_normal(num_samples))
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))  # power falls as 1/f
+    noise = np.fft.irfft(spectrum, n=num_samples)
+    return (noise / max(np.sqrt(np.mean(noise**2)), 1e-12) * rms).astype(np.float32)
+
+
 def _check_rates(fps: float, sample_rate: int) -> None:
     if not (np.isfinite(fps) and fps > 0):
         raise AudioError(f"fps must be a positive number, got {fps}")

@@ -34,6 +34,7 @@ LOG_NAMES = {
     "g_seq": "loss/G/adv_seq",  # generator side of Eq. 4
     "g_rec": "loss/G/l1_lower",  # Eq. 6
     "g_div": "loss/G/noise_diversity",  # not in the paper: upper_half_noise_diversity
+    "g_silent": "loss/G/silent_mouth",  # not in the paper: silent_mouth_l1
     "g_total": "loss/G/total",  # Eq. 7
     "acc_img_real": "acc/D/img_real",
     "acc_img_fake": "acc/D/img_fake",
@@ -188,6 +189,21 @@ def upper_half_noise_diversity(fake_a: torch.Tensor, fake_b: torch.Tensor, noise
     return 1.0 / (image_change / noise_change + eps)
 
 
+def silent_mouth_l1(fake_silent: torch.Tensor, still: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Not in the paper: with no speech, the lower face stays as the still has it.
+
+    L_silent = mean_t |G(still, quiet)_t - still| over the lower half (Eq. 6's region), for a video
+    generated from the still and a quiet room's audio (faint noise, `audio.quiet_room`). The paper's
+    model learned this from GRID's pauses (its Fig. 17); ours, trained on short windows of speech,
+    opened its mouth 2 px to quiet-room noise. The upper half is left free, for blinks.
+    `fake_silent`: B x T x 3 x H x W; `still`: B x 3 x H x W; `mask`: B x T, True for real frames.
+    """
+    if fake_silent.dim() != 5 or still.shape != fake_silent.shape[:1] + fake_silent.shape[2:]:
+        raise LossInputError(f"expected a B x T x C x H x W video and its B x C x H x W stills, got "
+                             f"{tuple(fake_silent.shape)} and {tuple(still.shape)}")
+    return lower_half_l1(fake_silent, still[:, None].expand_as(fake_silent), mask)
+
+
 # ---- Eq. 7 -----------------------------------------------------------------------------------------
 
 
@@ -200,6 +216,7 @@ class LossWeights:
     seq: float = 0.2
     rec: float = 600.0
     div: float = 0.0  # not in the paper: upper_half_noise_diversity
+    silent: float = 0.0  # not in the paper: silent_mouth_l1
 
     def __post_init__(self):
         for f in fields(self):
@@ -231,15 +248,16 @@ def generator_total(
     seq: torch.Tensor | None = None,
     rec: torch.Tensor | None = None,
     div: torch.Tensor | None = None,
+    silent: torch.Tensor | None = None,
     weights: LossWeights = LossWeights(),
 ) -> torch.Tensor:
     """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1
-    (+ lambda_div L_div, ours, off by default).
+    (+ lambda_div L_div + lambda_silent L_silent, ours, off by default).
 
     Terms whose weight is zero are skipped (and may be None), so an ablated run never needs the
     discriminator it does not train; a term with a non-zero weight must be given.
     """
-    terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div}
+    terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent}
     total = None
     for name, value in terms.items():
         weight = getattr(weights, name)

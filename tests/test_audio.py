@@ -8,7 +8,7 @@ import pytest
 import scipy.signal
 import soundfile
 
-from speech_anim.audio import SAMPLE_RATE, WINDOW_SAMPLES, frame_audio, load_audio, num_frames
+from speech_anim.audio import SAMPLE_RATE, WINDOW_SAMPLES, frame_audio, load_audio, num_frames, quiet_room
 from speech_anim.errors import AudioError, SpeechAnimError
 
 SR = SAMPLE_RATE
@@ -251,3 +251,16 @@ def test_frame_audio_errors():
     with pytest.raises(AudioError, match="fps must be a positive"):
         frame_audio(np.zeros(16000, np.float32), fps=0)
     assert issubclass(AudioError, SpeechAnimError)
+
+
+def test_quiet_room_is_faint_pink_noise():
+    noise = quiet_room(SR * 4, rms=1e-3, rng=np.random.default_rng(0))
+    assert noise.dtype == np.float32 and len(noise) == SR * 4
+    assert np.sqrt(np.mean(noise.astype(np.float64) ** 2)) == pytest.approx(1e-3, rel=1e-3)
+    power = np.abs(np.fft.rfft(noise)) ** 2
+    freqs = np.fft.rfftfreq(len(noise), 1 / SR)
+    low, high = power[(freqs > 100) & (freqs < 200)].mean(), power[(freqs > 1000) & (freqs < 2000)].mean()
+    assert 5 < low / high < 20  # 1/f: ten times the frequency, a tenth of the power
+    assert not np.any(quiet_room(100, rms=0.0))
+    with pytest.raises(AudioError, match="num_samples"):
+        quiet_room(0)

@@ -9,6 +9,7 @@ import pytest
 
 from speech_anim import Animator
 from speech_anim.animator import DEFAULT_CHECKPOINT
+from speech_anim import audio
 from speech_anim.audio import load_audio
 from speech_anim.blinks import video_blinks
 from speech_anim.face import crop_landmarks
@@ -42,12 +43,8 @@ def mouth_opening(frames: np.ndarray) -> np.ndarray:
 
 
 def quiet_room(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:
-    """Silence plus faint pink noise (about -60 dBFS RMS): what a microphone hears when nobody speaks."""
-    rng = np.random.default_rng(seed)
-    spectrum = np.fft.rfft(rng.standard_normal(int(seconds * rate)))
-    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))  # 1/f power
-    noise = np.fft.irfft(spectrum, n=int(seconds * rate))
-    return (noise / np.sqrt(np.mean(noise**2)) * 1e-3).astype(np.float32)
+    """Silence plus faint pink noise (-60 dBFS RMS): what a microphone hears when nobody speaks."""
+    return audio.quiet_room(int(seconds * rate), 1e-3, np.random.default_rng(seed))
 
 
 def test_speech_moves_the_mouth_in_sync(animator, crop):

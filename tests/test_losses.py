@@ -21,6 +21,7 @@ from speech_anim.losses import (
     generator_total,
     lower_half_l1,
     real_accuracy,
+    silent_mouth_l1,
     upper_half_noise_diversity,
 )
 
@@ -217,3 +218,16 @@ def test_noise_diversity_is_off_unless_weighted_and_rejects_mismatches():
     with pytest.raises(LossInputError, match="must match"):
         upper_half_noise_diversity(torch.zeros(1, 2, 3, 4, 2), torch.zeros(1, 3, 3, 4, 2), torch.zeros(1, 2, 4),
                                    torch.zeros(1, 2, 4))
+
+
+def test_silent_mouth_compares_the_lower_half_of_every_valid_frame_with_the_still():
+    still = torch.zeros(2, 3, 4, 2)
+    fake = torch.zeros(2, 3, 3, 4, 2)
+    fake[..., :2, :] = 1.0  # eyes and brows may move freely in silence
+    assert silent_mouth_l1(fake, still) == 0
+    fake[:, 0, :, 2:, :] = 0.6  # an open mouth in frame 0 of both clips: 0.6 over one frame in three
+    assert silent_mouth_l1(fake, still) == pytest.approx(0.2)
+    assert silent_mouth_l1(fake, still, torch.tensor([[True, False, False]] * 2)) == pytest.approx(0.6)
+    assert LossWeights().silent == 0 and LOG_NAMES["g_silent"] == "loss/G/silent_mouth"
+    with pytest.raises(LossInputError, match="stills"):
+        silent_mouth_l1(fake, still[:1])

@@ -141,6 +141,38 @@ def test_noise_diversity_term_generates_a_second_video_and_is_logged(clips, acce
     assert torch.isclose(values["g_total"], expected, rtol=1e-4)
 
 
+def test_silent_pass_pulls_the_quiet_mouth_to_the_still_and_is_logged(clips, accelerator, tmp_path):
+    from speech_anim import losses
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+
+    cfg = _tiny(clips, tmp_path, "lambda_silent=300", "ablations=[no-seq,no-sync]")
+    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div,
+                                 cfg.lambda_silent).ablate(*cfg.ablations)
+    generator, discriminators = T.build_models(cfg, weights)
+    optimizers = T.build_optimizers(cfg, generator, discriminators)
+    generator, d_img, opt_g, opt_img = accelerator.prepare(generator, discriminators["img"], optimizers["G"], optimizers["img"])
+    dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0)
+    values = T.train_step(accelerator, cfg, weights, generator, {"img": d_img}, {"G": opt_g, "img": opt_img},
+                          collate_clips([dataset[0], dataset[1]]), torch.Generator().manual_seed(0))
+    assert torch.isfinite(values["g_silent"]) and values["g_silent"] > 0
+    assert T.log_name("g_silent") == "loss/G/silent_mouth"
+    expected = values["g_img"] + 600 * values["g_rec"] + 300 * values["g_silent"]
+    assert torch.isclose(values["g_total"], expected, rtol=1e-4)
+
+
+def test_quiet_room_windows_are_faint_and_differ_per_step():
+    from speech_anim.audio import WINDOW_SAMPLES
+
+    a = T.quiet_room_windows(8, 12, 25.0, torch.Generator().manual_seed(0))
+    b = T.quiet_room_windows(8, 12, 25.0, torch.Generator().manual_seed(1))
+    assert a.shape == (8, 12, WINDOW_SAMPLES) and a.dtype == torch.float32
+    rms = a.pow(2).mean(dim=(1, 2)).sqrt()
+    assert (rms <= 1.5e-2).all() and (rms > 0).any()  # at most -40 dBFS, speech is -20 to -30
+    assert not torch.equal(a, b)
+    # Consecutive windows overlap like real framing: window t+1 starts one frame hop (640 samples) later.
+    assert torch.equal(a[:, 1, :-640], a[:, 0, 640:])
+
+
 def test_ablations_build_only_the_discriminators_they_need(clips):
     from speech_anim import losses
 

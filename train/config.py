@@ -59,6 +59,7 @@ class TrainConfig:
     lambda_rec: float = 600.0
     lambda_div: float = 0.0  # not in the paper: losses.upper_half_noise_diversity (0 = off)
     div_eps: float = 0.05  # its softening: the gradient is at most 1/div_eps^2
+    lambda_silent: float = 0.0  # not in the paper: losses.silent_mouth_l1 on a quiet-room pass (0 = off)
     ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
 
     # ---- optimisation (paper §3.3)

@@ -43,6 +43,7 @@ from PIL import Image
 
 from config import ConfigError, TrainConfig, load_config
 from speech_anim import losses
+from speech_anim.audio import SAMPLE_RATE, frame_audio, quiet_room
 from speech_anim.data import TalkingFaceDataset, collate_clips
 from speech_anim.errors import SpeechAnimError
 from speech_anim.models import Generator, GeneratorConfig
@@ -232,12 +233,29 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             with accelerator.autocast():
                 fake_other = generator(still, audio, noise=other).float()
             terms["div"] = losses.upper_half_noise_diversity(fake, fake_other, noise, other, mask, eps=cfg.div_eps)
+        if weights.silent > 0:  # the same stills and noise with nobody speaking
+            quiet = quiet_room_windows(*audio.shape[:2], float(batch["fps"][0]), rng).to(audio.device)
+            with accelerator.autocast():
+                fake_silent = generator(still, quiet, noise=noise).float()
+            terms["silent"] = losses.silent_mouth_l1(fake_silent, still, mask)
         total = losses.generator_total(**terms, weights=weights)
         update(accelerator, optimizers["G"], total)
         for judge in judges.values():
             judge.requires_grad_(True)
     logs.update({f"g_{name}": value.detach() for name, value in terms.items()}, g_total=total.detach())
     return logs
+
+
+def quiet_room_windows(batch: int, frames: int, fps: float, rng: torch.Generator) -> torch.Tensor:
+    """B x T x window audio windows of a quiet room: pink noise from -80 to -40 dBFS RMS (log-uniform),
+    exact zeros for a quarter of the clips (digital silence, e.g. a muted track)."""
+    draw = np.random.default_rng(int(torch.randint(2**31, (1,), generator=rng)))
+    clips = []
+    for _ in range(batch):
+        rms = 0.0 if draw.random() < 0.25 else 10 ** draw.uniform(-4, -2)
+        signal = quiet_room(int(np.ceil((frames + 5) * SAMPLE_RATE / fps)), rms, draw)
+        clips.append(frame_audio(signal, fps, frames=frames))
+    return torch.from_numpy(np.stack(clips))
 
 
 def log_name(key: str) -> str:
@@ -554,7 +572,8 @@ def main(argv=None) -> int:
 
 
 def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -> int:
-    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div).ablate(*cfg.ablations)
+    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div,
+                                 cfg.lambda_silent).ablate(*cfg.ablations)
 
     # ---- data: items are drawn from (seed, epoch, index), so every process and every restart sees
     # the same sub-sequences, stills and shifts
