@@ -18,7 +18,7 @@ import torch
 
 from speech_anim.audio import frame_audio
 from speech_anim.data import (
-    MIRROR_LANDMARKS, DatasetError, TalkingFaceDataset, collate_clips, paper_split, preprocess, read_clips, read_split,
+    MIRROR_LANDMARKS, DatasetError, TalkingFaceDataset, collate_clips, paper_split, preprocess_corpus, read_clips, read_split,
     split_file,
 )  # fmt: skip
 from speech_anim.data.preprocess import SKIP_REASONS, clip_path, decode_frames, read_meta, skip_path
@@ -62,7 +62,7 @@ def grid_layout(grid_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def processed(grid_layout, tmp_path_factory):
     out = tmp_path_factory.mktemp("grid_out")
-    summary = preprocess("grid", grid_layout, out, workers=1, progress=False)
+    summary = preprocess_corpus("grid", grid_layout, out, workers=1, progress=False)
     return out, summary
 
 
@@ -128,7 +128,7 @@ def test_rerun_skips_finished_and_skipped_clips(processed, grid_layout):
     # A temporary file a killed run left behind (its process is gone) is cleaned up.
     stale = finished.with_name(f".bbaf3s.npz.{os.uname().nodename}-999999999.tmp")
     stale.write_bytes(b"half written")
-    summary = preprocess("grid", grid_layout, out, workers=1, progress=False)
+    summary = preprocess_corpus("grid", grid_layout, out, workers=1, progress=False)
     counts = summary.counts()
     assert counts["exists"] == 4 and counts["skipped"] == 4 and counts["done"] == 0
     assert finished.stat().st_mtime_ns == before
@@ -138,7 +138,7 @@ def test_rerun_skips_finished_and_skipped_clips(processed, grid_layout):
     moved = redo.with_suffix(".bak")
     redo.rename(moved)
     try:
-        summary = preprocess("grid", grid_layout, out, workers=1, progress=False, shard="1/1")
+        summary = preprocess_corpus("grid", grid_layout, out, workers=1, progress=False, shard="1/1")
         assert summary.counts()["done"] == 1 and redo.exists()
     finally:
         moved.unlink(missing_ok=True)
@@ -147,7 +147,7 @@ def test_rerun_skips_finished_and_skipped_clips(processed, grid_layout):
 def test_out_folder_holds_one_dataset(processed, grid_layout):
     out, _ = processed
     with pytest.raises(DatasetError, match="already holds the 'grid' dataset"):
-        preprocess("folder", grid_layout, out, progress=False)
+        preprocess_corpus("folder", grid_layout, out, progress=False)
 
 
 # ------------------------------------------------------------------------------------------ Dataset
@@ -398,7 +398,7 @@ def test_crema_d_reader_and_preprocessing_with_separate_audio(remuxed, tmp_path)
     assert record.attributes == {"sentence": "DFA", "emotion": "anger", "intensity": "unspecified"}
     assert record.transcript == "Don't forget a jacket" and record.audio.name == "1001_DFA_ANG_XX.wav"
     assert paper_split("crema-d", record.speaker) in ("train", "val", "test")
-    summary = preprocess("crema-d", remuxed / "crema", tmp_path, progress=False)
+    summary = preprocess_corpus("crema-d", remuxed / "crema", tmp_path, progress=False)
     assert summary.counts()["done"] == 1
     meta = read_meta(clip_path(tmp_path, record.id))
     assert meta["source_audio"].endswith("AudioWAV/1001_DFA_ANG_XX.wav") and meta["attributes"]["emotion"] == "anger"
@@ -454,7 +454,7 @@ def test_shards_partition_the_clips_disjointly(grid_root, processed, grid_layout
     local = {r.id for r in read_clips("grid", grid_layout)}
     seen = []
     for k in (1, 2):  # the second shard through the process pool
-        summary = preprocess("grid", grid_layout, out, shard=f"{k}/2", workers=k, progress=False)
+        summary = preprocess_corpus("grid", grid_layout, out, shard=f"{k}/2", workers=k, progress=False)
         seen.append({r.id for r in summary.results})
         assert all(in_shard(i, (k, 2)) for i in seen[-1])
     assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == local
@@ -465,3 +465,11 @@ def test_cli_reports_input_errors_in_one_line(tmp_path, capsys):
     code = cli.main(["preprocess", "--dataset", "grid", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "not a folder" in err and "\n" not in err
+
+
+def test_the_preprocess_module_is_reachable_as_an_attribute():
+    # The function is preprocess_corpus, so `speech_anim.data.preprocess` stays the module.
+    import speech_anim.data
+
+    assert speech_anim.data.preprocess.decode_frames is decode_frames
+    assert speech_anim.data.preprocess_corpus is speech_anim.data.preprocess.preprocess_corpus

@@ -39,7 +39,7 @@ T = _load_train_module()
 @pytest.fixture(scope="module")
 def clips(grid_root, tmp_path_factory) -> Path:
     """Three real s1 clips, preprocessed with the dataset module."""
-    from speech_anim.data.preprocess import preprocess
+    from speech_anim.data.preprocess import preprocess_corpus
 
     layout = tmp_path_factory.mktemp("grid_layout")
     for name in S1_CLIPS:
@@ -47,7 +47,7 @@ def clips(grid_root, tmp_path_factory) -> Path:
             (layout / "s1" / folder).mkdir(parents=True, exist_ok=True)
             (layout / "s1" / folder / f"{name}.{suffix}").symlink_to(grid_root / "s1" / folder / f"{name}.{suffix}")
     out = tmp_path_factory.mktemp("grid_clips")
-    summary = preprocess("grid", layout, out, workers=1, progress=False)
+    summary = preprocess_corpus("grid", layout, out, workers=1, progress=False)
     assert summary.counts()["done"] == len(S1_CLIPS)
     return out
 

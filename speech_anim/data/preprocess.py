@@ -415,7 +415,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def preprocess(dataset: str, root, out, workers: int = 1, shard=None, limit: int | None = None,
+def preprocess_corpus(dataset: str, root, out, workers: int = 1, shard=None, limit: int | None = None,
                backend: str = "dlib", retry_skipped: bool = False, progress: bool = True) -> Summary:  # fmt: skip
     """Preprocess the corpus at `root` into `out` (see the module docstring) and return a summary.
 
@@ -497,7 +497,7 @@ def add_cli(subparsers) -> None:
 
 
 def run_cli(args) -> int:
-    summary = preprocess(
+    summary = preprocess_corpus(
         args.dataset, args.root, args.out, workers=args.workers, shard=args.shard, limit=args.limit,
         backend=args.backend, retry_skipped=args.retry_skipped,
     )  # fmt: skip
