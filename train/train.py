@@ -186,17 +186,24 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         noise = noise.to(video.device)
         with accelerator.autocast():
             fake = generator(still, audio, noise=noise).float()
+        if weights.silent > 0:  # the same stills and noise with nobody speaking
+            quiet = quiet_room_windows(*audio.shape[:2], float(batch["fps"][0]), rng).to(audio.device)
+            with accelerator.autocast():
+                fake_silent = generator(still, quiet, noise=noise).float()
         # The same frames and snippets are judged in the D and the G updates.
         frame_index = sample_frame_indices(mask, rng)
         centres = sample_sync_centres(mask, rng, SNIPPET)
         fake_d = fake.detach()
+        # D_img judges single frames against the still, without the audio, so it can judge the silent
+        # video's frames too: they are what keeps its upper half (free of the L1 terms) a face.
+        judged = [fake] if weights.silent == 0 else [fake, fake_silent]
 
         # ---- discriminators, on the detached fake video (Eq. 2, 4, 3)
         if "img" in discriminators:
             with accelerator.autocast():
-                frames = torch.cat([take_frames(video, frame_index), take_frames(fake_d, frame_index)])
-                logits = discriminators["img"](frames, torch.cat([still, still])).float()
-            real, fake_logits = logits.chunk(2)
+                frames = torch.cat([take_frames(video, frame_index), *(take_frames(f.detach(), frame_index) for f in judged)])
+                logits = discriminators["img"](frames, still.repeat(1 + len(judged), 1, 1, 1)).float()
+            real, fake_logits = logits[: len(still)], logits[len(still) :]
             loss = losses.d_frame_loss(real, fake_logits)
             update(accelerator, optimizers["img"], loss)
             logs.update(d_img=loss.detach(), acc_img_real=losses.real_accuracy(real),
@@ -220,7 +227,8 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         terms = {}
         with accelerator.autocast():
             if "img" in judges:
-                terms["img"] = losses.g_frame_loss(judges["img"](take_frames(fake, frame_index), still).float())
+                frames = torch.cat([take_frames(f, frame_index) for f in judged])
+                terms["img"] = losses.g_frame_loss(judges["img"](frames, still.repeat(len(judged), 1, 1, 1)).float())
             if "seq" in judges:
                 terms["seq"] = losses.g_sequence_loss(judges["seq"](fake, audio, mask).float())
             if "sync" in judges:
@@ -233,10 +241,7 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             with accelerator.autocast():
                 fake_other = generator(still, audio, noise=other).float()
             terms["div"] = losses.upper_half_noise_diversity(fake, fake_other, noise, other, mask, eps=cfg.div_eps)
-        if weights.silent > 0:  # the same stills and noise with nobody speaking
-            quiet = quiet_room_windows(*audio.shape[:2], float(batch["fps"][0]), rng).to(audio.device)
-            with accelerator.autocast():
-                fake_silent = generator(still, quiet, noise=noise).float()
+        if weights.silent > 0:
             terms["silent"] = losses.silent_mouth_l1(fake_silent, still, mask)
         total = losses.generator_total(**terms, weights=weights)
         update(accelerator, optimizers["G"], total)
