@@ -160,6 +160,35 @@ def test_silent_pass_pulls_the_quiet_mouth_to_the_still_and_is_logged(clips, acc
     assert torch.isclose(values["g_total"], expected, rtol=1e-4)
 
 
+def test_silenced_clips_keep_the_real_eyes_over_the_stills_mouth():
+    video, still = torch.rand(2, 3, 3, 128, 96), torch.rand(2, 3, 128, 96)
+    silent = T.silenced(video, still)
+    assert torch.equal(silent[..., :48, :], video[..., :48, :])  # eyes and brows: the clip's own
+    assert torch.equal(silent[..., 80:, :], still[:, None, :, 80:, :].expand_as(silent[..., 80:, :]))  # mouth: the still's
+    between = silent[..., 64, :]  # the nose: half of each
+    assert torch.allclose(between, (video[..., 64, :] + still[:, None, :, 64, :]) / 2)
+
+
+def test_full_step_with_the_silent_pass_updates_every_player(clips, accelerator, tmp_path):
+    from speech_anim import losses
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+
+    cfg = _tiny(clips, tmp_path, "lambda_silent=300")
+    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div,
+                                 cfg.lambda_silent)
+    generator, discriminators = T.build_models(cfg, weights)
+    optimizers = T.build_optimizers(cfg, generator, discriminators)
+    models = dict(zip(["G", *discriminators], accelerator.prepare(generator, *discriminators.values())))
+    optimizers = dict(zip(optimizers, accelerator.prepare(*optimizers.values())))
+    before = {name: [p.detach().clone() for p in m.parameters()] for name, m in models.items()}
+    dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0)
+    values = T.train_step(accelerator, cfg, weights, models["G"], {k: models[k] for k in ("img", "seq", "sync")},
+                          optimizers, collate_clips([dataset[0], dataset[1]]), torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in values.values()) and values["g_silent"] > 0
+    for name, model in models.items():
+        assert all(not torch.equal(old, new) for old, new in zip(before[name], model.parameters())), name
+
+
 def test_quiet_room_windows_are_faint_and_differ_per_step():
     from speech_anim.audio import WINDOW_SAMPLES
 

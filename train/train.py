@@ -197,6 +197,14 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         # D_img judges single frames against the still, without the audio, so it can judge the silent
         # video's frames too: they are what keeps its upper half (free of the L1 terms) a face.
         judged = [fake] if weights.silent == 0 else [fake, fake_silent]
+        # D_seq needs its audio, and no real clip is silent for 1.6 s: it judges the silent video against
+        # real clips made silent, their eyes and brows over the still's mouth and the same quiet audio.
+        # Eyes move much the same whether one speaks or not, so this is where blinks in silence come from.
+        if weights.silent > 0:
+            seq_real, seq_fakes = torch.cat([video, silenced(video, still)]), [fake, fake_silent]
+            seq_audio, seq_mask = torch.cat([audio, quiet]), torch.cat([mask, mask])
+        else:
+            seq_real, seq_fakes, seq_audio, seq_mask = video, [fake], audio, mask
 
         # ---- discriminators, on the detached fake video (Eq. 2, 4, 3)
         if "img" in discriminators:
@@ -210,8 +218,8 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
                         acc_img_fake=losses.fake_accuracy(fake_logits))
         if "seq" in discriminators:
             with accelerator.autocast():
-                logits = discriminators["seq"](torch.cat([video, fake_d]), torch.cat([audio, audio]),
-                                               torch.cat([mask, mask])).float()
+                logits = discriminators["seq"](torch.cat([seq_real, *(f.detach() for f in seq_fakes)]),
+                                               seq_audio.repeat(2, 1, 1), seq_mask.repeat(2, 1)).float()
             real, fake_logits = logits.chunk(2)
             loss = losses.d_sequence_loss(real, fake_logits)
             update(accelerator, optimizers["seq"], loss)
@@ -230,7 +238,7 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
                 frames = torch.cat([take_frames(f, frame_index) for f in judged])
                 terms["img"] = losses.g_frame_loss(judges["img"](frames, still.repeat(len(judged), 1, 1, 1)).float())
             if "seq" in judges:
-                terms["seq"] = losses.g_sequence_loss(judges["seq"](fake, audio, mask).float())
+                terms["seq"] = losses.g_sequence_loss(judges["seq"](torch.cat(seq_fakes), seq_audio, seq_mask).float())
             if "sync" in judges:
                 terms["sync"] = losses.g_sync_loss(judges["sync"](*cut_sync_pairs(fake, audio, centres)).float())
         if weights.rec > 0:
@@ -249,6 +257,15 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             judge.requires_grad_(True)
     logs.update({f"g_{name}": value.detach() for name, value in terms.items()}, g_total=total.detach())
     return logs
+
+
+def silenced(video: torch.Tensor, still: torch.Tensor) -> torch.Tensor:
+    """Real clips as if silent: each frame's upper face over the still's lower face, B x T x 3 x H x W.
+    The two meet in a linear ramp over rows 3H/8..5H/8 (the nose), so that no seam gives them away."""
+    height = video.shape[-2]
+    rows = torch.arange(height, dtype=video.dtype, device=video.device)
+    upper = ((5 * height / 8 - rows) / (height / 4)).clamp(0, 1)[:, None]  # 1 above the nose, 0 below
+    return video * upper + still[:, None] * (1 - upper)
 
 
 def quiet_room_windows(batch: int, frames: int, fps: float, rng: torch.Generator) -> torch.Tensor:
