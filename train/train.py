@@ -186,25 +186,23 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         noise = noise.to(video.device)
         with accelerator.autocast():
             fake = generator(still, audio, noise=noise).float()
-        if weights.silent > 0:  # the same stills and noise with nobody speaking
+        judged, seq_real, seq_audio, seq_mask = [fake], video, audio, mask  # what D_img and D_seq see
+        if weights.silent > 0:
+            # The same stills and noise with nobody speaking. D_img judges frames against the still
+            # without audio, so it judges these too: the L1 terms leave their upper half free. D_seq needs
+            # audio, and no real clip is silent for 1.6 s: it judges them against real clips made silent,
+            # their eyes over the still's mouth with the same quiet audio. Eyes move much the same
+            # whether one speaks or not, so this is where blinks in silence come from.
             quiet = quiet_room_windows(*audio.shape[:2], float(batch["fps"][0]), rng).to(audio.device)
             with accelerator.autocast():
                 fake_silent = generator(still, quiet, noise=noise).float()
+            judged = [fake, fake_silent]
+            seq_real, seq_audio = torch.cat([video, silenced(video, still)]), torch.cat([audio, quiet])
+            seq_mask = mask.repeat(2, 1)
         # The same frames and snippets are judged in the D and the G updates.
         frame_index = sample_frame_indices(mask, rng)
         centres = sample_sync_centres(mask, rng, SNIPPET)
         fake_d = fake.detach()
-        # D_img judges single frames against the still, without the audio, so it can judge the silent
-        # video's frames too: they are what keeps its upper half (free of the L1 terms) a face.
-        judged = [fake] if weights.silent == 0 else [fake, fake_silent]
-        # D_seq needs its audio, and no real clip is silent for 1.6 s: it judges the silent video against
-        # real clips made silent, their eyes and brows over the still's mouth and the same quiet audio.
-        # Eyes move much the same whether one speaks or not, so this is where blinks in silence come from.
-        if weights.silent > 0:
-            seq_real, seq_fakes = torch.cat([video, silenced(video, still)]), [fake, fake_silent]
-            seq_audio, seq_mask = torch.cat([audio, quiet]), torch.cat([mask, mask])
-        else:
-            seq_real, seq_fakes, seq_audio, seq_mask = video, [fake], audio, mask
 
         # ---- discriminators, on the detached fake video (Eq. 2, 4, 3)
         if "img" in discriminators:
@@ -218,7 +216,7 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
                         acc_img_fake=losses.fake_accuracy(fake_logits))
         if "seq" in discriminators:
             with accelerator.autocast():
-                logits = discriminators["seq"](torch.cat([seq_real, *(f.detach() for f in seq_fakes)]),
+                logits = discriminators["seq"](torch.cat([seq_real, *(f.detach() for f in judged)]),
                                                seq_audio.repeat(2, 1, 1), seq_mask.repeat(2, 1)).float()
             real, fake_logits = logits.chunk(2)
             loss = losses.d_sequence_loss(real, fake_logits)
@@ -238,7 +236,7 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
                 frames = torch.cat([take_frames(f, frame_index) for f in judged])
                 terms["img"] = losses.g_frame_loss(judges["img"](frames, still.repeat(len(judged), 1, 1, 1)).float())
             if "seq" in judges:
-                terms["seq"] = losses.g_sequence_loss(judges["seq"](torch.cat(seq_fakes), seq_audio, seq_mask).float())
+                terms["seq"] = losses.g_sequence_loss(judges["seq"](torch.cat(judged), seq_audio, seq_mask).float())
             if "sync" in judges:
                 terms["sync"] = losses.g_sync_loss(judges["sync"](*cut_sync_pairs(fake, audio, centres)).float())
         if weights.rec > 0:
