@@ -122,19 +122,21 @@ def test_one_step_changes_the_generator_and_every_discriminator(clips, accelerat
         assert all(p.requires_grad for p in model.parameters())
 
 
-def test_noise_diversity_term_generates_a_second_video_and_is_logged(clips, accelerator, tmp_path):
-    from speech_anim import losses
+def _step_with_the_frame_discriminator(clips, accelerator, tmp_path, *overrides) -> dict:
+    """One train_step of a tiny run with D_img alone (D_seq and D_sync ablated)."""
     from speech_anim.data import TalkingFaceDataset, collate_clips
 
-    cfg = _tiny(clips, tmp_path, "lambda_div=0.5", "ablations=[no-seq,no-sync]")
-    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div).ablate(
-        *cfg.ablations)
-    generator, discriminators = T.build_models(cfg, weights)
+    cfg = _tiny(clips, tmp_path, *overrides, "ablations=[no-seq,no-sync]")
+    generator, discriminators = T.build_models(cfg, T.loss_weights(cfg))
     optimizers = T.build_optimizers(cfg, generator, discriminators)
     generator, d_img, opt_g, opt_img = accelerator.prepare(generator, discriminators["img"], optimizers["G"], optimizers["img"])
     dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0)
-    values = T.train_step(accelerator, cfg, weights, generator, {"img": d_img}, {"G": opt_g, "img": opt_img},
-                          collate_clips([dataset[0], dataset[1]]), torch.Generator().manual_seed(0))
+    return T.train_step(accelerator, cfg, T.loss_weights(cfg), generator, {"img": d_img}, {"G": opt_g, "img": opt_img},
+                        collate_clips([dataset[0], dataset[1]]), torch.Generator().manual_seed(0))
+
+
+def test_noise_diversity_term_generates_a_second_video_and_is_logged(clips, accelerator, tmp_path):
+    values = _step_with_the_frame_discriminator(clips, accelerator, tmp_path, "lambda_div=0.5")
     assert torch.isfinite(values["g_div"]) and values["g_div"] > 0
     assert T.log_name("g_div") == "loss/G/noise_diversity"
     expected = values["g_img"] + 600 * values["g_rec"] + 0.5 * values["g_div"]
@@ -142,18 +144,7 @@ def test_noise_diversity_term_generates_a_second_video_and_is_logged(clips, acce
 
 
 def test_silent_pass_pulls_the_quiet_mouth_to_the_still_and_is_logged(clips, accelerator, tmp_path):
-    from speech_anim import losses
-    from speech_anim.data import TalkingFaceDataset, collate_clips
-
-    cfg = _tiny(clips, tmp_path, "lambda_silent=300", "ablations=[no-seq,no-sync]")
-    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div,
-                                 cfg.lambda_silent).ablate(*cfg.ablations)
-    generator, discriminators = T.build_models(cfg, weights)
-    optimizers = T.build_optimizers(cfg, generator, discriminators)
-    generator, d_img, opt_g, opt_img = accelerator.prepare(generator, discriminators["img"], optimizers["G"], optimizers["img"])
-    dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0)
-    values = T.train_step(accelerator, cfg, weights, generator, {"img": d_img}, {"G": opt_g, "img": opt_img},
-                          collate_clips([dataset[0], dataset[1]]), torch.Generator().manual_seed(0))
+    values = _step_with_the_frame_discriminator(clips, accelerator, tmp_path, "lambda_silent=300")
     assert torch.isfinite(values["g_silent"]) and values["g_silent"] > 0
     assert T.log_name("g_silent") == "loss/G/silent_mouth"
     expected = values["g_img"] + 600 * values["g_rec"] + 300 * values["g_silent"]
@@ -170,12 +161,10 @@ def test_silenced_clips_keep_the_real_eyes_over_the_stills_mouth():
 
 
 def test_full_step_with_the_silent_pass_updates_every_player(clips, accelerator, tmp_path):
-    from speech_anim import losses
     from speech_anim.data import TalkingFaceDataset, collate_clips
 
     cfg = _tiny(clips, tmp_path, "lambda_silent=300")
-    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div,
-                                 cfg.lambda_silent)
+    weights = T.loss_weights(cfg)
     generator, discriminators = T.build_models(cfg, weights)
     optimizers = T.build_optimizers(cfg, generator, discriminators)
     models = dict(zip(["G", *discriminators], accelerator.prepare(generator, *discriminators.values())))

@@ -119,6 +119,12 @@ def step_rng(cfg: TrainConfig, step: int, rank: int) -> torch.Generator:
 # ---- models and optimisers -----------------------------------------------------------------------
 
 
+def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
+    """Eq. 7's lambdas (and ours) from the config, with its ablations applied."""
+    return losses.LossWeights(img=cfg.lambda_img, sync=cfg.lambda_sync, seq=cfg.lambda_seq, rec=cfg.lambda_rec,
+                              div=cfg.lambda_div, silent=cfg.lambda_silent).ablate(*cfg.ablations)
+
+
 def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
     """The generator and the discriminators the weights need ('img', 'seq', 'sync')."""
     generator = Generator(GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output))
@@ -273,6 +279,7 @@ def quiet_room_windows(batch: int, frames: int, fps: float, rng: torch.Generator
     clips = []
     for _ in range(batch):
         rms = 0.0 if draw.random() < 0.25 else 10 ** draw.uniform(-4, -2)
+        # A few frames more than the clip, so that the last windows reach into noise, not zero padding.
         signal = quiet_room(int(np.ceil((frames + 5) * SAMPLE_RATE / fps)), rms, draw)
         clips.append(frame_audio(signal, fps, frames=frames))
     return torch.from_numpy(np.stack(clips))
@@ -592,8 +599,7 @@ def main(argv=None) -> int:
 
 
 def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -> int:
-    weights = losses.LossWeights(cfg.lambda_img, cfg.lambda_sync, cfg.lambda_seq, cfg.lambda_rec, cfg.lambda_div,
-                                 cfg.lambda_silent).ablate(*cfg.ablations)
+    weights = loss_weights(cfg)
 
     # ---- data: items are drawn from (seed, epoch, index), so every process and every restart sees
     # the same sub-sequences, stills and shifts
