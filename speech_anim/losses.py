@@ -35,6 +35,8 @@ LOG_NAMES = {
     "g_rec": "loss/G/l1_lower",  # Eq. 6
     "g_div": "loss/G/noise_diversity",  # not in the paper: upper_half_noise_diversity
     "g_silent": "loss/G/silent_mouth",  # not in the paper: silent_mouth_l1
+    "d_eye": "loss/D/eye",  # not in the paper: d_eye_loss
+    "g_eye": "loss/G/adv_eye",  # not in the paper: g_eye_loss
     "g_total": "loss/G/total",  # Eq. 7
     "acc_img_real": "acc/D/img_real",
     "acc_img_fake": "acc/D/img_fake",
@@ -43,6 +45,8 @@ LOG_NAMES = {
     "acc_sync_fake": "acc/D/sync_fake",
     "acc_seq_real": "acc/D/seq_real",
     "acc_seq_fake": "acc/D/seq_fake",
+    "acc_eye_real": "acc/D/eye_real",
+    "acc_eye_fake": "acc/D/eye_fake",
 }
 
 # Eq. 3 splits the "not in sync" side evenly between real out-of-sync pairs and generated pairs.
@@ -51,13 +55,13 @@ SYNC_NEGATIVE_WEIGHT = 0.5
 # Ablations of Table 5: each switch removes these terms of Eq. 7.
 ABLATIONS = {
     "full": (),
-    "no-adv": ("img", "sync", "seq"),
+    "no-adv": ("img", "sync", "seq", "eye"),
     "no-l1": ("rec",),
     "no-img": ("img",),
     "no-sync": ("sync",),
     "no-seq": ("seq",),
 }
-ADVERSARIAL_TERMS = ("img", "sync", "seq")
+ADVERSARIAL_TERMS = ("img", "sync", "seq", "eye")
 
 
 def _mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -120,6 +124,15 @@ def d_sequence_loss(real_logits, fake_logits) -> torch.Tensor:
     return _real(real_logits) + _fake(fake_logits)
 
 
+def d_eye_loss(real_logits, fake_logits) -> torch.Tensor:
+    """Not in the paper: D_eye on the eye band E(x) of real videos vs generated ones, with the still's.
+
+    L_eye = E_x[log D_eye(E(x), x_1)] + E_z[log(1 - D_eye(E(G(x_1, z)), x_1))]   (Eq. 4's form, no audio)
+    loss  = mean softplus(-l_real) + mean softplus(l_fake)
+    """
+    return _real(real_logits) + _fake(fake_logits)
+
+
 # ---- generator side: non-saturating ---------------------------------------------------------------
 
 
@@ -138,6 +151,11 @@ def g_sync_loss(fake_logits) -> torch.Tensor:
 
 def g_sequence_loss(fake_logits) -> torch.Tensor:
     """Generator side of Eq. 4: -E[log D_seq(G(x_1, z), a)] = mean softplus(-l_fake)."""
+    return _real(fake_logits)
+
+
+def g_eye_loss(fake_logits) -> torch.Tensor:
+    """Generator side of L_eye (ours): -E[log D_eye(E(G(x_1, z)), x_1)] = mean softplus(-l_fake)."""
     return _real(fake_logits)
 
 
@@ -217,6 +235,7 @@ class LossWeights:
     rec: float = 600.0
     div: float = 0.0  # not in the paper: upper_half_noise_diversity
     silent: float = 0.0  # not in the paper: silent_mouth_l1
+    eye: float = 0.0  # not in the paper: g_eye_loss (D_eye)
 
     def __post_init__(self):
         for f in fields(self):
@@ -249,15 +268,16 @@ def generator_total(
     rec: torch.Tensor | None = None,
     div: torch.Tensor | None = None,
     silent: torch.Tensor | None = None,
+    eye: torch.Tensor | None = None,
     weights: LossWeights = LossWeights(),
 ) -> torch.Tensor:
     """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1
-    (+ lambda_div L_div + lambda_silent L_silent, ours, off by default).
+    (+ lambda_div L_div + lambda_silent L_silent + lambda_eye L_eye, ours, off by default).
 
     Terms whose weight is zero are skipped (and may be None), so an ablated run never needs the
     discriminator it does not train; a term with a non-zero weight must be given.
     """
-    terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent}
+    terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent, "eye": eye}
     total = None
     for name, value in terms.items():
         weight = getattr(weights, name)

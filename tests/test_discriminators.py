@@ -1,4 +1,4 @@
-"""The three discriminators at tiny widths: shapes, what each one looks at, masking, input helpers,
+"""The discriminators (the paper's three and our eye discriminator) at tiny widths: shapes, what each one looks at, masking, input helpers,
 and safetensors round trips."""
 
 import json
@@ -10,6 +10,8 @@ from speech_anim.errors import SpeechAnimError
 from speech_anim.losses import d_frame_loss
 from speech_anim.models.discriminators import (
     DiscriminatorInputError,
+    EyeDiscriminator,
+    EyeDiscriminatorConfig,
     FrameDiscriminator,
     FrameDiscriminatorConfig,
     SequenceDiscriminator,
@@ -39,6 +41,10 @@ def sync_d():
     return SyncDiscriminator(SyncDiscriminatorConfig(width=TINY, embedding_dim=8))
 
 
+def eye_d():
+    return EyeDiscriminator(EyeDiscriminatorConfig(width=TINY, feature_dim=8))
+
+
 def video(batch, frames, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(batch, frames, 3, 128, 96, generator=g) * 2 - 1
@@ -56,6 +62,7 @@ def test_output_shapes():
     assert sequence_d()(v, a).shape == (3,)
     assert sequence_d()(v, a, torch.tensor([[1, 1, 1, 0, 0]] * 3, dtype=torch.bool)).shape == (3,)
     assert sync_d()(v, a[:, 2]).shape == (3,)
+    assert eye_d()(v, v[:, 0]).shape == (3,)
 
 
 def test_frame_d_looks_at_frame_and_still():
@@ -92,6 +99,31 @@ def test_sequence_d_ignores_padding_after_the_end():
         assert not torch.allclose(d(v, a3, mask)[0], padded[0], atol=1e-4)
         # The second clip does not depend on the first (no statistics across the batch).
         assert torch.allclose(d(v3, a, mask)[1], padded[1], atol=1e-5)
+
+
+def test_eye_d_sees_only_the_eye_band_of_valid_frames_and_the_still():
+    torch.manual_seed(0)
+    d = eye_d()
+    v, still = video(2, 9), video(2, 1, seed=5)[:, 0]
+    mask = torch.tensor([[True] * 6 + [False] * 3, [True] * 9])
+    with torch.no_grad():
+        base = d(v, still, mask)
+        outside = v.clone()
+        outside[..., :32, :] = torch.rand_like(outside[..., :32, :])
+        outside[..., 64:, :] = torch.rand_like(outside[..., 64:, :])  # the mouth: no audio, no say
+        assert torch.equal(d(outside, still, mask), base)
+        padding = v.clone()
+        padding[0, 6:] = -padding[0, 6:]
+        assert torch.allclose(d(padding, still, mask), base, atol=1e-7)
+        assert torch.allclose(d(v[:1, :6], still[:1]), base[:1], atol=1e-7)
+        # At initialisation (weights ~N(0, 0.02)) a change moves the logit by ~1e-4: far above 1e-6.
+        closed = v.clone()
+        closed[0, 3, :, 40:56] = 0.0  # one frame's eyes change: a blink shows
+        changed = d(closed, still, mask)
+        assert (changed[0] - base[0]).abs() > 1e-6 and torch.allclose(changed[1], base[1], atol=1e-7)
+        other_still = still.clone()
+        other_still[:, :, 32:64] = -other_still[:, :, 32:64]
+        assert ((d(v, other_still, mask) - base).abs() > 1e-6).all()
 
 
 def test_masks_must_be_prefixes():
@@ -134,8 +166,12 @@ def test_wrong_inputs_raise_one_line_errors():
         sequence_d()(v, audio(2, 4))
     with pytest.raises(DiscriminatorInputError, match="snippets"):
         sync_d()(v[:, :4], audio(2, 1)[:, 0])
+    with pytest.raises(DiscriminatorInputError, match="one still per clip"):
+        eye_d()(v, v[:1, 0])
     with pytest.raises(DiscriminatorInputError, match="width"):
         FrameDiscriminatorConfig(width=0)
+    with pytest.raises(DiscriminatorInputError, match="feature_dim"):
+        EyeDiscriminatorConfig(feature_dim=0)
     with pytest.raises(DiscriminatorInputError, match="odd whole number"):
         SyncDiscriminatorConfig(window_samples=2560)
 
@@ -206,6 +242,8 @@ def test_every_parameter_gets_a_gradient():
     cases.append((s, s(v, a, mask)))
     y = sync_d()
     cases.append((y, y(v, a[:, 2])))
+    e = eye_d()
+    cases.append((e, e(v, v[:, 0], mask)))
     for model, logits in cases:
         logits.sum().backward()
         missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -229,7 +267,7 @@ def test_frame_d_learns_to_separate_two_kinds_of_frames():
     assert losses[-1] < 0.25 * losses[0]
 
 
-@pytest.mark.parametrize("make", [frame_d, sequence_d, sync_d])
+@pytest.mark.parametrize("make", [frame_d, sequence_d, sync_d, eye_d])
 def test_safetensors_round_trip(make, tmp_path):
     torch.manual_seed(0)
     model = make().eval()
@@ -246,6 +284,8 @@ def test_safetensors_round_trip(make, tmp_path):
             args = (v[:, 0], v[:, 1])
         elif isinstance(model, SequenceDiscriminator):
             args = (v, a)
+        elif isinstance(model, EyeDiscriminator):
+            args = (v, v[:, 0])
         else:
             args = (v, a[:, 2])
         assert torch.equal(model(*args), loaded(*args))

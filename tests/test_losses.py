@@ -11,10 +11,12 @@ from speech_anim.losses import (
     LOG_NAMES,
     LossInputError,
     LossWeights,
+    d_eye_loss,
     d_frame_loss,
     d_sequence_loss,
     d_sync_loss,
     fake_accuracy,
+    g_eye_loss,
     g_frame_loss,
     g_sequence_loss,
     g_sync_loss,
@@ -218,6 +220,22 @@ def test_noise_diversity_is_off_unless_weighted_and_rejects_mismatches():
     with pytest.raises(LossInputError, match="must match"):
         upper_half_noise_diversity(torch.zeros(1, 2, 3, 4, 2), torch.zeros(1, 3, 3, 4, 2), torch.zeros(1, 2, 4),
                                    torch.zeros(1, 2, 4))
+
+
+def test_eye_terms_have_eq4s_form_without_audio_and_are_off_by_default():
+    zeros = torch.zeros(4, dtype=torch.float64)
+    assert d_eye_loss(zeros, zeros).item() == pytest.approx(2 * LOG2)
+    assert d_eye_loss(t(LOG3, LOG3), t(-LOG3, -LOG3)).item() == pytest.approx(2 * math.log(4 / 3))
+    assert g_eye_loss(t(-LOG3)).item() == pytest.approx(math.log(4))
+    assert LossWeights().eye == 0 and "eye" not in LossWeights().discriminators
+    weights = LossWeights(eye=0.5)
+    assert weights.discriminators == ("img", "sync", "seq", "eye")
+    assert weights.ablate("no-adv").discriminators == ()
+    total = generator_total(img=t(1.0), sync=t(2.0), seq=t(3.0), rec=t(0.01), eye=t(2.0), weights=weights)
+    assert total.item() == pytest.approx(1.0 + 1.6 + 0.6 + 6.0 + 1.0)
+    with pytest.raises(LossInputError, match="eye term"):
+        generator_total(img=t(1.0), sync=t(2.0), seq=t(3.0), rec=t(0.01), weights=weights)
+    assert (LOG_NAMES["d_eye"], LOG_NAMES["g_eye"]) == ("loss/D/eye", "loss/G/adv_eye")
 
 
 def test_silent_mouth_compares_the_lower_half_of_every_valid_frame_with_the_still():

@@ -151,6 +151,47 @@ def test_silent_pass_pulls_the_quiet_mouth_to_the_still_and_is_logged(clips, acc
     assert torch.isclose(values["g_total"], expected, rtol=1e-4)
 
 
+def test_eye_discriminator_judges_both_passes_and_its_term_enters_the_total(clips, accelerator, tmp_path):
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+
+    cfg = _tiny(clips, tmp_path, "lambda_eye=0.5", "lambda_silent=300", "ablations=[no-seq,no-sync]")
+    weights = T.loss_weights(cfg)
+    generator, discriminators = T.build_models(cfg, weights)
+    assert list(discriminators) == ["img", "eye"]  # positions in a checkpoint: the eye discriminator comes last
+    optimizers = T.build_optimizers(cfg, generator, discriminators)
+    assert optimizers["eye"].defaults["lr"] == cfg.lr_eye == 1e-4
+    models = dict(zip(["G", *discriminators], accelerator.prepare(generator, *discriminators.values())))
+    optimizers = dict(zip(optimizers, accelerator.prepare(*optimizers.values())))
+    before = [p.detach().clone() for p in models["eye"].parameters()]
+    dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0)
+    values = T.train_step(accelerator, cfg, weights, models["G"], {k: models[k] for k in ("img", "eye")},
+                          optimizers, collate_clips([dataset[0], dataset[1]]), torch.Generator().manual_seed(0))
+    assert {"d_eye", "g_eye", "acc_eye_real", "acc_eye_fake"} <= set(values)
+    assert all(not torch.equal(old, new) for old, new in zip(before, models["eye"].parameters()))
+    expected = values["g_img"] + 600 * values["g_rec"] + 300 * values["g_silent"] + 0.5 * values["g_eye"]
+    assert torch.isclose(values["g_total"], expected, rtol=1e-4)
+    assert (T.log_name("d_eye"), T.log_name("g_eye")) == ("loss/D/eye", "loss/G/adv_eye")
+
+
+def test_a_run_resumed_with_the_eye_discriminator_switched_on_starts_it_afresh(clips, tmp_path):
+    run_dir = tmp_path / "run"
+    first = subprocess.run(_command(clips, run_dir, "batch_size=1", "max_steps=2", "save_every=2"),
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = subprocess.run(_command(clips, run_dir, "batch_size=1", "max_steps=4", "save_every=2", "lambda_eye=0.5",
+                                      "--resume"), env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "(step 2, epoch 0, batch 2 of the epoch); D_eye starts afresh" in resumed.stdout, resumed.stdout
+    assert "D eye" in resumed.stdout
+    saved = run_dir / "checkpoints"
+    assert (saved / "step_00000004" / "model_4.safetensors").is_file()
+    assert not (saved / "step_00000002" / "model_4.safetensors").exists()  # the old checkpoint is left as it was
+    assert sorted(p.name for p in saved.iterdir()) == ["step_00000002", "step_00000004"]  # the copy is gone
+    again = subprocess.run(_command(clips, run_dir, "batch_size=1", "max_steps=5", "lambda_eye=0.5", "--resume"),
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "starts afresh" not in again.stdout, again.stdout + again.stderr[-2000:]
+
+
 def test_silenced_clips_keep_the_real_eyes_over_the_stills_mouth():
     video, still = torch.rand(2, 3, 3, 128, 96), torch.rand(2, 3, 128, 96)
     silent = T.silenced(video, still)

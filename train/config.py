@@ -60,6 +60,7 @@ class TrainConfig:
     lambda_div: float = 0.0  # not in the paper: losses.upper_half_noise_diversity (0 = off)
     div_eps: float = 0.05  # its softening: the gradient is at most 1/div_eps^2
     lambda_silent: float = 0.0  # not in the paper: losses.silent_mouth_l1 on a quiet-room pass (0 = off)
+    lambda_eye: float = 0.0  # not in the paper: the eye discriminator D_eye, losses.g_eye_loss (0 = off)
     ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
 
     # ---- optimisation (paper §3.3)
@@ -67,6 +68,7 @@ class TrainConfig:
     lr_img: float = 1e-4
     lr_seq: float = 1e-5
     lr_sync: float = 1e-5
+    lr_eye: float = 1e-4  # ours, no paper value
     # The paper gives no Adam betas. beta1 = 0.5 (DCGAN's choice for GANs) instead of 0.9: with less
     # momentum each player follows the other's latest update rather than a stale average, which damps
     # the oscillations of alternating updates; beta2 keeps Adam's default.
@@ -102,7 +104,7 @@ class TrainConfig:
                      "save_every", "keep_last", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("g_width", "d_width", "lr_g", "lr_img", "lr_seq", "lr_sync", "div_eps"):
+        for name in ("g_width", "d_width", "lr_g", "lr_img", "lr_seq", "lr_sync", "lr_eye", "div_eps"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not (0 <= self.g_decay < 1 and 0 <= self.d_decay < 1):

@@ -7,7 +7,7 @@ The second line runs DDP over 2 GPUs, or over 2 CPU processes (gloo) on a machin
 note that Accelerate 1.x's `accelerate launch --cpu --num_processes N` starts a single process.
 
 Each step is one generator forward on a batch of clips, then the updates of the frame, sequence and
-sync discriminators on the detached fake video, then the generator's update against the
+sync discriminators (and our eye discriminator, with lambda_eye > 0) on the detached fake video, then the generator's update against the
 just-updated discriminators (Eq. 7). The objective lives in `speech_anim.losses`; this file wires
 data, models and optimisers to it.
 
@@ -48,6 +48,8 @@ from speech_anim.data import TalkingFaceDataset, collate_clips
 from speech_anim.errors import SpeechAnimError
 from speech_anim.models import Generator, GeneratorConfig
 from speech_anim.models.discriminators import (
+    EyeDiscriminator,
+    EyeDiscriminatorConfig,
     FrameDiscriminator,
     FrameDiscriminatorConfig,
     SequenceDiscriminator,
@@ -122,22 +124,24 @@ def step_rng(cfg: TrainConfig, step: int, rank: int) -> torch.Generator:
 def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
     """Eq. 7's lambdas (and ours) from the config, with its ablations applied."""
     return losses.LossWeights(img=cfg.lambda_img, sync=cfg.lambda_sync, seq=cfg.lambda_seq, rec=cfg.lambda_rec,
-                              div=cfg.lambda_div, silent=cfg.lambda_silent).ablate(*cfg.ablations)
+                              div=cfg.lambda_div, silent=cfg.lambda_silent, eye=cfg.lambda_eye).ablate(*cfg.ablations)
 
 
 def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
-    """The generator and the discriminators the weights need ('img', 'seq', 'sync')."""
+    """The generator and the discriminators the weights need ('img', 'seq', 'sync', 'eye'), in that
+    order: checkpoints store them by position."""
     generator = Generator(GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output))
     builders = {
         "img": lambda: FrameDiscriminator(FrameDiscriminatorConfig(width=cfg.d_width)),
         "seq": lambda: SequenceDiscriminator(SequenceDiscriminatorConfig(width=cfg.d_width)),
         "sync": lambda: SyncDiscriminator(SyncDiscriminatorConfig(width=cfg.d_width)),
+        "eye": lambda: EyeDiscriminator(EyeDiscriminatorConfig(width=cfg.d_width)),
     }
-    return generator, {name: builders[name]() for name in ("img", "seq", "sync") if name in weights.discriminators}
+    return generator, {name: build() for name, build in builders.items() if name in weights.discriminators}
 
 
 def build_optimizers(cfg: TrainConfig, generator, discriminators) -> dict[str, torch.optim.Optimizer]:
-    base = {"G": cfg.lr_g, "img": cfg.lr_img, "seq": cfg.lr_seq, "sync": cfg.lr_sync}
+    base = {"G": cfg.lr_g, "img": cfg.lr_img, "seq": cfg.lr_seq, "sync": cfg.lr_sync, "eye": cfg.lr_eye}
     models = {"G": generator, **discriminators}
     return {
         name: torch.optim.Adam(model.parameters(), lr=base[name], betas=(cfg.beta1, cfg.beta2))
@@ -150,7 +154,7 @@ def learning_rates(cfg: TrainConfig, epoch: int) -> dict[str, float]:
     function of the epoch, so a resumed run needs no scheduler state."""
     g = (1 - cfg.g_decay) ** (epoch // cfg.decay_every)
     d = (1 - cfg.d_decay) ** (epoch // cfg.decay_every)
-    return {"G": cfg.lr_g * g, "img": cfg.lr_img * d, "seq": cfg.lr_seq * d, "sync": cfg.lr_sync * d}
+    return {"G": cfg.lr_g * g, "img": cfg.lr_img * d, "seq": cfg.lr_seq * d, "sync": cfg.lr_sync * d, "eye": cfg.lr_eye * d}
 
 
 # ---- one training step -----------------------------------------------------------------------------
@@ -183,7 +187,7 @@ def sync_discriminator_step(accelerator, d_sync, optimizer, video, fake, audio, 
 
 
 def train_step(accelerator, cfg, weights, generator, discriminators, optimizers, batch, rng) -> dict:
-    """D_img, D_seq, D_sync then G on one batch; returns the step's losses and accuracies (by key of
+    """D_img, D_seq, D_eye, D_sync then G on one batch; returns the step's losses and accuracies (by key of
     `losses.LOG_NAMES`), as detached tensors."""
     still, video, audio, shifted, mask = (batch[k] for k in ("still", "video", "audio", "audio_shifted", "mask"))
     logs = {}
@@ -229,6 +233,16 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             update(accelerator, optimizers["seq"], loss)
             logs.update(d_seq=loss.detach(), acc_seq_real=losses.real_accuracy(real),
                         acc_seq_fake=losses.fake_accuracy(fake_logits))
+        if "eye" in discriminators:
+            # No audio here, so the silent pass's eyes are judged against the real clips' own.
+            with accelerator.autocast():
+                logits = discriminators["eye"](torch.cat([video, *(f.detach() for f in judged)]),
+                                               still.repeat(1 + len(judged), 1, 1, 1), mask.repeat(1 + len(judged), 1)).float()
+            real, fake_logits = logits[: len(video)], logits[len(video) :]
+            loss = losses.d_eye_loss(real, fake_logits)
+            update(accelerator, optimizers["eye"], loss)
+            logs.update(d_eye=loss.detach(), acc_eye_real=losses.real_accuracy(real),
+                        acc_eye_fake=losses.fake_accuracy(fake_logits))
         if "sync" in discriminators:
             logs.update(sync_discriminator_step(accelerator, discriminators["sync"], optimizers["sync"],
                                                 video, fake_d, audio, shifted, centres))
@@ -243,6 +257,9 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
                 terms["img"] = losses.g_frame_loss(judges["img"](frames, still.repeat(len(judged), 1, 1, 1)).float())
             if "seq" in judges:
                 terms["seq"] = losses.g_sequence_loss(judges["seq"](torch.cat(judged), seq_audio, seq_mask).float())
+            if "eye" in judges:
+                terms["eye"] = losses.g_eye_loss(judges["eye"](torch.cat(judged), still.repeat(len(judged), 1, 1, 1),
+                                                               mask.repeat(len(judged), 1)).float())
             if "sync" in judges:
                 terms["sync"] = losses.g_sync_loss(judges["sync"](*cut_sync_pairs(fake, audio, centres)).float())
         if weights.rec > 0:
@@ -472,6 +489,34 @@ def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, step: int) -> Pa
     return final
 
 
+def with_new_discriminators(accelerator, checkpoint: Path, names: list[str], models: dict,
+                            optimizers: dict) -> tuple[Path, list[str]]:
+    """The checkpoint to resume from, and the discriminators it lacks.
+
+    Checkpoints store models and optimisers by position (G, then 'img', 'seq', 'sync', 'eye' as
+    built). A run resumed with a discriminator switched on that was off when the checkpoint was saved
+    (e.g. lambda_eye=0.5 from a run without it) has one more at the end: a copy of the checkpoint with
+    that one's initial weights and a fresh optimiser added lets it go on. The copy sits in the run
+    folder (all processes must read it) under a name that is never taken for a checkpoint."""
+    from safetensors.torch import save_file
+
+    saved = len(list(checkpoint.glob("model*.safetensors"))) or len(list(checkpoint.glob("pytorch_model*.bin")))
+    added = names[saved:]
+    if not added:
+        return checkpoint, []
+    copy = checkpoint.parent.parent / f"resume_{checkpoint.name}_with_{'_'.join(added)}"
+    if accelerator.is_main_process:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(checkpoint, copy)
+        for index, name in enumerate(names):
+            if name in added:
+                state = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(models[name]).state_dict().items()}
+                save_file(state, copy / f"model_{index}.safetensors", metadata={"format": "pt"})
+                torch.save(optimizers[name].state_dict(), copy / f"optimizer_{index}.bin")
+    accelerator.wait_for_everyone()
+    return copy, added
+
+
 def broadcast_buffers(accelerator: Accelerator, models) -> None:
     """Give every process rank 0's BatchNorm statistics. DDP broadcasts buffers at the start of each
     forward, but every process then updates them with its own batch."""
@@ -649,14 +694,19 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
     if last is not None:
+        source, added = with_new_discriminators(accelerator, last, names, models, optimizers)
         try:
-            accelerator.load_state(str(last))
+            accelerator.load_state(str(source))
         except (RuntimeError, ValueError, KeyError, OSError) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConfigError(f"{last} does not fit this config ({message[:200]}): resume with the settings the run "
                               f"started with ({run / 'config.yaml'}) or start a new run_dir") from None
+        finally:
+            if source != last and accelerator.is_main_process:
+                shutil.rmtree(source, ignore_errors=True)
         accelerator.print(f"resumed from {last} (step {progress.step}, epoch {progress.epoch}, "
-                          f"batch {progress.batch} of the epoch)", flush=True)
+                          f"batch {progress.batch} of the epoch)"
+                          + "".join(f"; D_{name} starts afresh" for name in added), flush=True)
 
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)

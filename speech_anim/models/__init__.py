@@ -16,6 +16,8 @@ from .hub import SafeHubMixin
 
 # Resolved on first use, so that importing the generator does not import every other network.
 _LAZY = {
+    "EyeDiscriminator": "discriminators",
+    "EyeDiscriminatorConfig": "discriminators",
     "FrameDiscriminator": "discriminators",
     "FrameDiscriminatorConfig": "discriminators",
     "SequenceDiscriminator": "discriminators",
