@@ -385,10 +385,10 @@ def test_bad_settings_fail_with_one_line(tmp_path, capsys):
 
 def test_learning_rates_decay_every_ten_epochs():
     cfg = T.TrainConfig()
-    assert T.learning_rates(cfg, 9) == {"G": 1e-4, "img": 1e-4, "seq": 1e-5, "sync": 1e-5}
+    assert T.learning_rates(cfg, 9) == {"G": 1e-4, "img": 1e-4, "seq": 1e-5, "sync": 1e-5, "eye": 1e-4}
     rates = T.learning_rates(cfg, 25)
     assert rates["G"] == pytest.approx(1e-4 * 0.98**2) and rates["img"] == pytest.approx(1e-4 * 0.9**2)
-    assert rates["sync"] == pytest.approx(1e-5 * 0.9**2)
+    assert rates["sync"] == pytest.approx(1e-5 * 0.9**2) and rates["eye"] == pytest.approx(1e-4 * 0.9**2)
 
 
 def test_push_to_hub_needs_an_exported_generator(tmp_path):

@@ -765,7 +765,7 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
 
             if progress.step % cfg.log_every == 0:
                 logged = meter.results(accelerator, cfg.batch_size * accelerator.num_processes)
-                logged.update({f"lr/{name}": rate for name, rate in rates.items()})
+                logged.update({f"lr/{name}": rates[name] for name in optimizers})
                 log(logged)
                 print_line(accelerator, progress.step, progress.epoch, logged)
                 meter = Meter()
