@@ -267,6 +267,33 @@ def test_frame_d_learns_to_separate_two_kinds_of_frames():
     assert losses[-1] < 0.25 * losses[0]
 
 
+def test_eye_d_learns_to_tell_eyes_that_blink_from_eyes_that_never_do():
+    """Both sets show the same eyes; in the real clips they shut for 3 frames somewhere in the clip."""
+    from speech_anim.losses import d_eye_loss
+
+    torch.manual_seed(0)
+    d = eye_d()
+    optimiser = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    still = video(8, 1, seed=3)[:, 0]
+    fake = still[:, None].repeat(1, 16, 1, 1, 1)
+    real = fake.clone()
+    for clip, start in enumerate(torch.randint(0, 13, (8,)).tolist()):
+        real[clip, start : start + 3, :, 44:54] = 0.4  # lids over the eyes
+    losses = []
+    for _ in range(30):
+        loss = d_eye_loss(d(real, still), d(fake, still))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0]
+    held_out = fake[:2].clone()
+    held_out[0, 7:10, :, 44:54] = 0.4  # a clip it was not trained on, blinking once
+    with torch.no_grad():
+        logits = d(held_out, still[:2])
+    assert logits[0] > 0 > logits[1]
+
+
 @pytest.mark.parametrize("make", [frame_d, sequence_d, sync_d, eye_d])
 def test_safetensors_round_trip(make, tmp_path):
     torch.manual_seed(0)
