@@ -35,6 +35,7 @@ LOG_NAMES = {
     "g_rec": "loss/G/l1_lower",  # Eq. 6
     "g_div": "loss/G/noise_diversity",  # not in the paper: upper_half_noise_diversity
     "g_silent": "loss/G/silent_mouth",  # not in the paper: silent_mouth_l1
+    "g_blend": "loss/G/blend_mask",  # not in the paper: blend_mask_l1
     "d_eye": "loss/D/eye",  # not in the paper: d_eye_loss
     "g_eye": "loss/G/adv_eye",  # not in the paper: g_eye_loss
     "g_total": "loss/G/total",  # Eq. 7
@@ -222,6 +223,20 @@ def silent_mouth_l1(fake_silent: torch.Tensor, still: torch.Tensor, mask: torch.
     return lower_half_l1(fake_silent, still[:, None].expand_as(fake_silent), mask)
 
 
+def blend_mask_l1(alpha: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Not in the paper: the blend generator's mask α should stay shut where the face does not move.
+
+    L_blend = mean_{t,p} α_t(p), over the valid frames (GANimation's attention-mask penalty, Pumarola
+    et al., ECCV 2018). Without it our generator, asked by D_eye for blinks, opened α over the whole
+    upper face whenever the eyes closed, and the decoder's coarse hair and skin showed through: the
+    still's pixels are better everywhere the blink does not reach.
+    `alpha`: B x T x 1 x H x W in [0, 1]; `mask`: B x T, True for real frames.
+    """
+    if alpha.dim() != 5 or alpha.shape[2] != 1:
+        raise LossInputError(f"expected a B x T x 1 x H x W blend mask, got {tuple(alpha.shape)}")
+    return _mean(alpha.flatten(2).mean(-1), mask)
+
+
 # ---- Eq. 7 -----------------------------------------------------------------------------------------
 
 
@@ -236,6 +251,7 @@ class LossWeights:
     div: float = 0.0  # not in the paper: upper_half_noise_diversity
     silent: float = 0.0  # not in the paper: silent_mouth_l1
     eye: float = 0.0  # not in the paper: g_eye_loss (D_eye)
+    blend: float = 0.0  # not in the paper: blend_mask_l1
 
     def __post_init__(self):
         for f in fields(self):
@@ -269,15 +285,18 @@ def generator_total(
     div: torch.Tensor | None = None,
     silent: torch.Tensor | None = None,
     eye: torch.Tensor | None = None,
+    blend: torch.Tensor | None = None,
     weights: LossWeights = LossWeights(),
 ) -> torch.Tensor:
     """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1
-    (+ lambda_div L_div + lambda_silent L_silent + lambda_eye L_eye, ours, off by default).
+    (+ lambda_div L_div + lambda_silent L_silent + lambda_eye L_eye + lambda_blend L_blend, ours, off by
+    default).
 
     Terms whose weight is zero are skipped (and may be None), so an ablated run never needs the
     discriminator it does not train; a term with a non-zero weight must be given.
     """
-    terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent, "eye": eye}
+    terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent, "eye": eye,
+             "blend": blend}
     total = None
     for name, value in terms.items():
         weight = getattr(weights, name)

@@ -8,6 +8,7 @@ import torch
 from speech_anim.errors import SpeechAnimError
 from speech_anim.losses import (
     ABLATIONS,
+    blend_mask_l1,
     LOG_NAMES,
     LossInputError,
     LossWeights,
@@ -236,6 +237,16 @@ def test_eye_terms_have_eq4s_form_without_audio_and_are_off_by_default():
     with pytest.raises(LossInputError, match="eye term"):
         generator_total(img=t(1.0), sync=t(2.0), seq=t(3.0), rec=t(0.01), weights=weights)
     assert (LOG_NAMES["d_eye"], LOG_NAMES["g_eye"]) == ("loss/D/eye", "loss/G/adv_eye")
+
+
+def test_blend_mask_penalty_is_the_mean_mask_over_valid_frames():
+    alpha = torch.zeros(1, 2, 1, 4, 2)
+    alpha[0, 0, 0, :2] = 1.0  # frame 0: half its pixels let the decoded frame through
+    assert blend_mask_l1(alpha).item() == pytest.approx(0.25)
+    assert blend_mask_l1(alpha, torch.tensor([[True, False]])).item() == pytest.approx(0.5)
+    assert LossWeights().blend == 0 and LOG_NAMES["g_blend"] == "loss/G/blend_mask"
+    with pytest.raises(LossInputError, match="blend mask"):
+        blend_mask_l1(torch.zeros(1, 2, 3, 4, 2))
 
 
 def test_silent_mouth_compares_the_lower_half_of_every_valid_frame_with_the_still():

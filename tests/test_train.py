@@ -173,6 +173,16 @@ def test_eye_discriminator_judges_both_passes_and_its_term_enters_the_total(clip
     assert (T.log_name("d_eye"), T.log_name("g_eye")) == ("loss/D/eye", "loss/G/adv_eye")
 
 
+def test_blend_mask_penalty_covers_both_passes_and_needs_the_blend_output(clips, accelerator, tmp_path):
+    values = _step_with_the_frame_discriminator(clips, accelerator, tmp_path, "g_output=blend", "lambda_blend=10",
+                                                "lambda_silent=300")
+    assert 0 < values["g_blend"] < 1 and T.log_name("g_blend") == "loss/G/blend_mask"
+    expected = values["g_img"] + 600 * values["g_rec"] + 300 * values["g_silent"] + 10 * values["g_blend"]
+    assert torch.isclose(values["g_total"], expected, rtol=1e-4)
+    with pytest.raises(T.ConfigError, match="g_output=blend"):
+        _tiny(clips, tmp_path, "lambda_blend=10")
+
+
 def test_a_run_resumed_with_the_eye_discriminator_switched_on_starts_it_afresh(clips, tmp_path):
     run_dir = tmp_path / "run"
     first = subprocess.run(_command(clips, run_dir, "batch_size=1", "max_steps=2", "save_every=2"),

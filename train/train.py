@@ -124,7 +124,8 @@ def step_rng(cfg: TrainConfig, step: int, rank: int) -> torch.Generator:
 def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
     """Eq. 7's lambdas (and ours) from the config, with its ablations applied."""
     return losses.LossWeights(img=cfg.lambda_img, sync=cfg.lambda_sync, seq=cfg.lambda_seq, rec=cfg.lambda_rec,
-                              div=cfg.lambda_div, silent=cfg.lambda_silent, eye=cfg.lambda_eye).ablate(*cfg.ablations)
+                              div=cfg.lambda_div, silent=cfg.lambda_silent, eye=cfg.lambda_eye,
+                              blend=cfg.lambda_blend).ablate(*cfg.ablations)
 
 
 def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
@@ -194,8 +195,10 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
     with accelerator.accumulate(generator, *discriminators.values()):
         noise = accelerator.unwrap_model(generator).sample_noise(video.shape[0], video.shape[1], generator=rng)
         noise = noise.to(video.device)
+        blend = weights.blend > 0  # the blend masks are needed too
         with accelerator.autocast():
-            fake = generator(still, audio, noise=noise).float()
+            fake, *alphas = generator(still, audio, noise=noise, return_mask=True) if blend else (generator(still, audio, noise=noise),)
+            fake = fake.float()
         judged, seq_real, seq_audio, seq_mask = [fake], video, audio, mask  # what D_img and D_seq see
         if weights.silent > 0:
             # The same stills and noise with nobody speaking. D_img judges frames against the still
@@ -205,7 +208,12 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             # whether one speaks or not, so this is where blinks in silence come from.
             quiet = quiet_room_windows(*audio.shape[:2], float(batch["fps"][0]), rng).to(audio.device)
             with accelerator.autocast():
-                fake_silent = generator(still, quiet, noise=noise).float()
+                if blend:
+                    fake_silent, alpha = generator(still, quiet, noise=noise, return_mask=True)
+                    alphas.append(alpha)
+                else:
+                    fake_silent = generator(still, quiet, noise=noise)
+                fake_silent = fake_silent.float()
             judged = [fake, fake_silent]
             seq_real, seq_audio = torch.cat([video, silenced(video, still)]), torch.cat([audio, quiet])
             seq_mask = mask.repeat(2, 1)
@@ -272,6 +280,8 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             terms["div"] = losses.upper_half_noise_diversity(fake, fake_other, noise, other, mask, eps=cfg.div_eps)
         if weights.silent > 0:
             terms["silent"] = losses.silent_mouth_l1(fake_silent, still, mask)
+        if blend:
+            terms["blend"] = losses.blend_mask_l1(torch.cat(alphas).float(), mask.repeat(len(alphas), 1))
         total = losses.generator_total(**terms, weights=weights)
         update(accelerator, optimizers["G"], total)
         for judge in judges.values():
