@@ -326,6 +326,19 @@ def crop_landmarks(crop) -> np.ndarray:
     return out
 
 
+# iBUG 68-point inner lip contour: the three upper points above the three lower ones they face.
+INNER_UPPER_LIP, INNER_LOWER_LIP = (61, 62, 63), (67, 66, 65)
+
+
+def inner_lip_gap(landmarks) -> np.ndarray:
+    """How open the mouth is: the mean vertical gap between the inner lips, from 68-point landmarks
+    (..., 68, 2) -> (...), in the landmarks' pixels (about 0 for closed lips)."""
+    points = np.asarray(landmarks, dtype=np.float32)
+    if points.shape[-2:] != (68, 2):
+        raise FaceError(f"inner_lip_gap expects 68-point landmarks (..., 68, 2), got shape {points.shape}")
+    return (points[..., INNER_LOWER_LIP, 1] - points[..., INNER_UPPER_LIP, 1]).mean(axis=-1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Detection and alignment of photos
 

@@ -12,13 +12,12 @@ from speech_anim.animator import DEFAULT_CHECKPOINT
 from speech_anim import audio
 from speech_anim.audio import load_audio
 from speech_anim.blinks import video_blinks
-from speech_anim.face import crop_landmarks
+from speech_anim.face import crop_landmarks, inner_lip_gap
 from speech_anim.metrics.sync import av_sync
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 STILL = EXAMPLES / "grid_s1_still.png"  # an s1 frame outside the training split's clips
 SPEECH = EXAMPLES / "grid_s1_bbaf2n.wav"
-INNER_UPPER_LIP, INNER_LOWER_LIP = [61, 62, 63], [67, 66, 65]
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_CHECKPOINT / "model.safetensors").is_file(),
@@ -38,8 +37,7 @@ def crop(animator) -> np.ndarray:
 
 def mouth_opening(frames: np.ndarray) -> np.ndarray:
     """Per frame: mean vertical gap between the inner lips (crop pixels)."""
-    points = crop_landmarks(frames)
-    return (points[:, INNER_LOWER_LIP, 1] - points[:, INNER_UPPER_LIP, 1]).mean(axis=1)
+    return inner_lip_gap(crop_landmarks(frames))
 
 
 def quiet_room(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:

@@ -181,6 +181,17 @@ def test_crop_landmarks_batches_and_refuses_other_shapes(aligned_astronaut):
         face.crop_landmarks(np.zeros((64, 48, 3), np.uint8))
 
 
+def test_inner_lip_gap_measures_how_far_the_inner_lips_are_apart():
+    closed = face.canonical_landmarks().copy()
+    closed[list(face.INNER_LOWER_LIP), 1] = closed[list(face.INNER_UPPER_LIP), 1]
+    opened = closed.copy()
+    opened[list(face.INNER_LOWER_LIP), 1] += [2.0, 3.0, 4.0]
+    assert face.inner_lip_gap(closed) == pytest.approx(0.0)
+    assert face.inner_lip_gap(np.stack([closed, opened])) == pytest.approx([0.0, 3.0])
+    with pytest.raises(FaceError, match="68-point"):
+        face.inner_lip_gap(np.zeros((5, 2)))
+
+
 # ---------------------------------------------------------------------------------------------- detection errors
 
 
