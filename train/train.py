@@ -7,9 +7,9 @@ The second line runs DDP over 2 GPUs, or over 2 CPU processes (gloo) on a machin
 note that Accelerate 1.x's `accelerate launch --cpu --num_processes N` starts a single process.
 
 Each step is one generator forward on a batch of clips, then the updates of the frame, sequence and
-sync discriminators (and our eye discriminator, with lambda_eye > 0) on the detached fake video, then the generator's update against the
-just-updated discriminators (Eq. 7). The objective lives in `speech_anim.losses`; this file wires
-data, models and optimisers to it.
+sync discriminators (and our eye discriminator, with lambda_eye > 0) on the detached fake video,
+then the generator's update against the just-updated discriminators (Eq. 7). The objective lives
+in `speech_anim.losses`; this file wires data, models and optimisers to it.
 
 The run folder (runs/<name>/ or run_dir=...) holds:
     config.yaml            the settings of the run
@@ -195,9 +195,14 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
     with accelerator.accumulate(generator, *discriminators.values()):
         noise = accelerator.unwrap_model(generator).sample_noise(video.shape[0], video.shape[1], generator=rng)
         noise = noise.to(video.device)
-        blend = weights.blend > 0  # the blend masks are needed too
+        blend = weights.blend > 0  # the blend masks α of both passes are needed too
+        alphas = []
         with accelerator.autocast():
-            fake, *alphas = generator(still, audio, noise=noise, return_mask=True) if blend else (generator(still, audio, noise=noise),)
+            if blend:
+                fake, alpha = generator(still, audio, noise=noise, return_mask=True)
+                alphas.append(alpha)
+            else:
+                fake = generator(still, audio, noise=noise)
             fake = fake.float()
         judged, seq_real, seq_audio, seq_mask = [fake], video, audio, mask  # what D_img and D_seq see
         if weights.silent > 0:
