@@ -253,18 +253,24 @@ def test_every_parameter_gets_a_gradient():
 def test_frame_d_learns_to_separate_two_kinds_of_frames():
     torch.manual_seed(0)
     d = frame_d()
-    optimiser = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.5, 0.999))
     still = video(4, 1, seed=3)[:, 0]
     real = video(4, 1, seed=4)[:, 0] * 0.5 + 0.5
     fake = video(4, 1, seed=5)[:, 0] * 0.5 - 0.5
+    losses = _train_to_separate(d, d_frame_loss, real, fake, still, steps=15)
+    assert losses[-1] < 0.25 * losses[0]
+
+
+def _train_to_separate(d, d_loss, real, fake, still, steps: int) -> list[float]:
+    """Adam (GAN betas) on `d_loss(d(real, still), d(fake, still))`; the loss after every step."""
+    optimiser = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.5, 0.999))
     losses = []
-    for _ in range(15):
-        loss = d_frame_loss(d(real, still), d(fake, still))
+    for _ in range(steps):
+        loss = d_loss(d(real, still), d(fake, still))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.25 * losses[0]
+    return losses
 
 
 def test_eye_d_learns_to_tell_eyes_that_blink_from_eyes_that_never_do():
@@ -273,19 +279,12 @@ def test_eye_d_learns_to_tell_eyes_that_blink_from_eyes_that_never_do():
 
     torch.manual_seed(0)
     d = eye_d()
-    optimiser = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.5, 0.999))
     still = video(8, 1, seed=3)[:, 0]
     fake = still[:, None].repeat(1, 16, 1, 1, 1)
     real = fake.clone()
     for clip, start in enumerate(torch.randint(0, 13, (8,)).tolist()):
         real[clip, start : start + 3, :, 44:54] = 0.4  # lids over the eyes
-    losses = []
-    for _ in range(30):
-        loss = d_eye_loss(d(real, still), d(fake, still))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = _train_to_separate(d, d_eye_loss, real, fake, still, steps=30)
     assert losses[-1] < 0.25 * losses[0]
     held_out = fake[:2].clone()
     held_out[0, 7:10, :, 44:54] = 0.4  # a clip it was not trained on, blinking once

@@ -197,13 +197,17 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         noise = noise.to(video.device)
         blend = weights.blend > 0  # the blend masks α of both passes are needed too
         alphas = []
-        with accelerator.autocast():
-            if blend:
-                fake, alpha = generator(still, audio, noise=noise, return_mask=True)
-                alphas.append(alpha)
-            else:
-                fake = generator(still, audio, noise=noise)
-            fake = fake.float()
+
+        def generate(windows: torch.Tensor) -> torch.Tensor:
+            """The batch's stills animated with `windows` and the step's noise (α kept when needed)."""
+            with accelerator.autocast():
+                if not blend:
+                    return generator(still, windows, noise=noise).float()
+                frames, alpha = generator(still, windows, noise=noise, return_mask=True)
+            alphas.append(alpha)
+            return frames.float()
+
+        fake = generate(audio)
         judged, seq_real, seq_audio, seq_mask = [fake], video, audio, mask  # what D_img and D_seq see
         if weights.silent > 0:
             # The same stills and noise with nobody speaking. D_img judges frames against the still
@@ -212,13 +216,7 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             # their eyes over the still's mouth with the same quiet audio. Eyes move much the same
             # whether one speaks or not, so this is where blinks in silence come from.
             quiet = quiet_room_windows(*audio.shape[:2], float(batch["fps"][0]), rng).to(audio.device)
-            with accelerator.autocast():
-                if blend:
-                    fake_silent, alpha = generator(still, quiet, noise=noise, return_mask=True)
-                    alphas.append(alpha)
-                else:
-                    fake_silent = generator(still, quiet, noise=noise)
-                fake_silent = fake_silent.float()
+            fake_silent = generate(quiet)
             judged = [fake, fake_silent]
             seq_real, seq_audio = torch.cat([video, silenced(video, still)]), torch.cat([audio, quiet])
             seq_mask = mask.repeat(2, 1)
