@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SpeechAnimError
+from .models.discriminators import EYE_ROWS
 
 
 class LossInputError(SpeechAnimError, ValueError):
@@ -36,6 +37,7 @@ LOG_NAMES = {
     "g_div": "loss/G/noise_diversity",  # not in the paper: upper_half_noise_diversity
     "g_silent": "loss/G/silent_mouth",  # not in the paper: silent_mouth_l1
     "g_blend": "loss/G/blend_mask",  # not in the paper: blend_mask_l1
+    "g_eye_audio": "loss/G/eye_audio_invariance",  # not in the paper: eye_audio_invariance_l1
     "d_eye": "loss/D/eye",  # not in the paper: d_eye_loss
     "g_eye": "loss/G/adv_eye",  # not in the paper: g_eye_loss
     "g_total": "loss/G/total",  # Eq. 7
@@ -237,6 +239,26 @@ def blend_mask_l1(alpha: torch.Tensor, mask: torch.Tensor | None = None) -> torc
     return _mean(alpha.flatten(2).mean(-1), mask)
 
 
+def eye_audio_invariance_l1(fake: torch.Tensor, fake_silent: torch.Tensor,
+                            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Not in the paper: the eyes do what the noise says, whatever is being said.
+
+    L_eye_audio = mean_t |E(G(still, audio, z))_t - E(G(still, quiet, z))_t|, E the eye band (rows
+    32:64, `EYE_ROWS`), for two videos from the same still and noise z, one with the clip's speech and
+    one with a quiet room's audio. GRID's s1 blinks at much the same point of every sentence, and
+    our generators learnt that from the audio: with D_eye they blinked at the real rate in speech,
+    on the same frames for every seed, and never in silence. With the speech taken out of the eye
+    band the only clock left there is the noise, and D_eye still asks for blinks.
+    `fake`, `fake_silent`: B x T x 3 x H x W; `mask`: B x T, True for real frames.
+    """
+    if fake.shape != fake_silent.shape or fake.dim() != 5:
+        raise LossInputError(f"expected two B x T x C x H x W videos of one shape, got {tuple(fake.shape)} "
+                             f"and {tuple(fake_silent.shape)}")
+    top, bottom = EYE_ROWS
+    band_change = (fake[..., top:bottom, :] - fake_silent[..., top:bottom, :]).abs().flatten(2).mean(-1)
+    return _mean(band_change, mask)
+
+
 # ---- Eq. 7 -----------------------------------------------------------------------------------------
 
 
@@ -252,6 +274,7 @@ class LossWeights:
     silent: float = 0.0  # not in the paper: silent_mouth_l1
     eye: float = 0.0  # not in the paper: g_eye_loss (D_eye)
     blend: float = 0.0  # not in the paper: blend_mask_l1
+    eye_audio: float = 0.0  # not in the paper: eye_audio_invariance_l1
 
     def __post_init__(self):
         for f in fields(self):
@@ -286,17 +309,18 @@ def generator_total(
     silent: torch.Tensor | None = None,
     eye: torch.Tensor | None = None,
     blend: torch.Tensor | None = None,
+    eye_audio: torch.Tensor | None = None,
     weights: LossWeights = LossWeights(),
 ) -> torch.Tensor:
     """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1
-    (+ lambda_div L_div + lambda_silent L_silent + lambda_eye L_eye + lambda_blend L_blend, ours, off by
-    default).
+    (+ lambda_div L_div + lambda_silent L_silent + lambda_eye L_eye + lambda_blend L_blend
+    + lambda_eye_audio L_eye_audio, ours, off by default).
 
     Terms whose weight is zero are skipped (and may be None), so an ablated run never needs the
     discriminator it does not train; a term with a non-zero weight must be given.
     """
     terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent, "eye": eye,
-             "blend": blend}
+             "blend": blend, "eye_audio": eye_audio}
     total = None
     for name, value in terms.items():
         weight = getattr(weights, name)

@@ -9,6 +9,7 @@ from speech_anim.errors import SpeechAnimError
 from speech_anim.losses import (
     ABLATIONS,
     blend_mask_l1,
+    eye_audio_invariance_l1,
     LOG_NAMES,
     LossInputError,
     LossWeights,
@@ -260,3 +261,17 @@ def test_silent_mouth_compares_the_lower_half_of_every_valid_frame_with_the_stil
     assert LossWeights().silent == 0 and LOG_NAMES["g_silent"] == "loss/G/silent_mouth"
     with pytest.raises(LossInputError, match="stills"):
         silent_mouth_l1(fake, still[:1])
+
+
+def test_eye_audio_invariance_compares_only_the_eye_band_of_the_two_passes():
+    fake, quiet = torch.zeros(1, 2, 3, 128, 96), torch.zeros(1, 2, 3, 128, 96)
+    fake[..., :32, :] = 1.0  # hair and forehead, and
+    fake[..., 64:, :] = 1.0  # nose and mouth may follow the speech
+    assert eye_audio_invariance_l1(fake, quiet) == 0
+    fake[:, 0, :, 32:48, :] = 0.5  # lids half down in frame 0 with speech, open without: half the band
+    assert eye_audio_invariance_l1(fake, quiet).item() == pytest.approx(0.125)
+    assert eye_audio_invariance_l1(fake, quiet, torch.tensor([[True, False]])).item() == pytest.approx(0.25)
+    assert eye_audio_invariance_l1(quiet, fake).item() == pytest.approx(0.125)  # symmetric: both passes move
+    assert LossWeights().eye_audio == 0 and LOG_NAMES["g_eye_audio"] == "loss/G/eye_audio_invariance"
+    with pytest.raises(LossInputError, match="one shape"):
+        eye_audio_invariance_l1(fake, quiet[:, :1])

@@ -138,6 +138,7 @@ def _step_with_the_frame_discriminator(clips, accelerator, tmp_path, *overrides)
 @pytest.mark.parametrize("term, weight, log", [
     ("div", 0.5, "loss/G/noise_diversity"),  # a second video from other noise
     ("silent", 300, "loss/G/silent_mouth"),  # the quiet-room pass pulls the mouth to the still's
+    ("eye_audio", 100, "loss/G/eye_audio_invariance"),  # a quiet-room pass of its own, eyes compared
 ])
 def test_our_generator_terms_are_computed_logged_and_weighted_into_the_total(clips, accelerator, tmp_path, term,
                                                                              weight, log):

@@ -62,6 +62,7 @@ class TrainConfig:
     lambda_silent: float = 0.0  # not in the paper: losses.silent_mouth_l1 on a quiet-room pass (0 = off)
     lambda_eye: float = 0.0  # not in the paper: the eye discriminator D_eye, losses.g_eye_loss (0 = off)
     lambda_blend: float = 0.0  # not in the paper: losses.blend_mask_l1, for g_output=blend (0 = off)
+    lambda_eye_audio: float = 0.0  # not in the paper: losses.eye_audio_invariance_l1 (0 = off)
     ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
 
     # ---- optimisation (paper §3.3)

@@ -125,7 +125,7 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
     """Eq. 7's lambdas (and ours) from the config, with its ablations applied."""
     return losses.LossWeights(img=cfg.lambda_img, sync=cfg.lambda_sync, seq=cfg.lambda_seq, rec=cfg.lambda_rec,
                               div=cfg.lambda_div, silent=cfg.lambda_silent, eye=cfg.lambda_eye,
-                              blend=cfg.lambda_blend).ablate(*cfg.ablations)
+                              blend=cfg.lambda_blend, eye_audio=cfg.lambda_eye_audio).ablate(*cfg.ablations)
 
 
 def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
@@ -209,7 +209,7 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
 
         fake = generate(audio)
         judged, seq_real, seq_audio, seq_mask = [fake], video, audio, mask  # what D_img and D_seq see
-        if weights.silent > 0:
+        if weights.silent > 0 or weights.eye_audio > 0:
             # The same stills and noise with nobody speaking. D_img judges frames against the still
             # without audio, so it judges these too: the L1 terms leave their upper half free. D_seq needs
             # audio, and no real clip is silent for 1.6 s: it judges them against real clips made silent,
@@ -283,6 +283,8 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             terms["div"] = losses.upper_half_noise_diversity(fake, fake_other, noise, other, mask, eps=cfg.div_eps)
         if weights.silent > 0:
             terms["silent"] = losses.silent_mouth_l1(fake_silent, still, mask)
+        if weights.eye_audio > 0:
+            terms["eye_audio"] = losses.eye_audio_invariance_l1(fake, fake_silent, mask)
         if blend:
             terms["blend"] = losses.blend_mask_l1(torch.cat(alphas).float(), mask.repeat(len(alphas), 1))
         total = losses.generator_total(**terms, weights=weights)
