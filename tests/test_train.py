@@ -122,12 +122,15 @@ def test_one_step_changes_the_generator_and_every_discriminator(clips, accelerat
         assert all(p.requires_grad for p in model.parameters())
 
 
-def _step_with_the_frame_discriminator(clips, accelerator, tmp_path, *overrides) -> dict:
-    """One train_step of a tiny run with D_img alone (D_seq and D_sync ablated)."""
+def _step_with_the_frame_discriminator(clips, accelerator, tmp_path, *overrides, calls: list | None = None) -> dict:
+    """One train_step of a tiny run with D_img alone (D_seq and D_sync ablated); the batch size of each
+    generator call is appended to `calls`."""
     from speech_anim.data import TalkingFaceDataset, collate_clips
 
     cfg = _tiny(clips, tmp_path, *overrides, "ablations=[no-seq,no-sync]")
     generator, discriminators = T.build_models(cfg, T.loss_weights(cfg))
+    if calls is not None:
+        generator.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
     optimizers = T.build_optimizers(cfg, generator, discriminators)
     generator, d_img, opt_g, opt_img = accelerator.prepare(generator, discriminators["img"], optimizers["G"], optimizers["img"])
     dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0)
@@ -147,6 +150,16 @@ def test_our_generator_terms_are_computed_logged_and_weighted_into_the_total(cli
     assert T.log_name(f"g_{term}") == log
     expected = values["g_img"] + 600 * values["g_rec"] + weight * values[f"g_{term}"]
     assert torch.isclose(values["g_total"], expected, rtol=1e-4)
+
+
+def test_every_pass_is_one_generator_batch_so_batchnorm_sees_what_inference_sees(clips, accelerator, tmp_path):
+    # A silent pass alone in its batch was normalised by statistics of silence, which inference never
+    # uses: the silent term was met in training and the mouth opened at inference.
+    calls = []
+    values = _step_with_the_frame_discriminator(clips, accelerator, tmp_path, "lambda_silent=300", "lambda_div=0.5",
+                                                "lambda_eye_audio=100", calls=calls)
+    assert calls == [3 * 2]  # speech, silent and other-noise passes of a batch of 2, together
+    assert all(values[f"g_{term}"] > 0 for term in ("silent", "div", "eye_audio"))
 
 
 def test_eye_discriminator_judges_both_passes_and_its_term_enters_the_total(clips, accelerator, tmp_path):

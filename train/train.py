@@ -193,22 +193,10 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
     still, video, audio, shifted, mask = (batch[k] for k in ("still", "video", "audio", "audio_shifted", "mask"))
     logs = {}
     with accelerator.accumulate(generator, *discriminators.values()):
-        noise = accelerator.unwrap_model(generator).sample_noise(video.shape[0], video.shape[1], generator=rng)
-        noise = noise.to(video.device)
-        blend = weights.blend > 0  # the blend masks α of both passes are needed too
-        alphas = []
-
-        def generate(windows: torch.Tensor) -> torch.Tensor:
-            """The batch's stills animated with `windows` and the step's noise (α kept when needed)."""
-            with accelerator.autocast():
-                if not blend:
-                    return generator(still, windows, noise=noise).float()
-                frames, alpha = generator(still, windows, noise=noise, return_mask=True)
-            alphas.append(alpha)
-            return frames.float()
-
-        fake = generate(audio)
-        judged, seq_real, seq_audio, seq_mask = [fake], video, audio, mask  # what D_img and D_seq see
+        unwrapped = accelerator.unwrap_model(generator)
+        noise = unwrapped.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
+        # Passes: (audio windows, noise) per video the step generates from the batch's stills.
+        passes = {"speech": (audio, noise)}
         if weights.silent > 0 or weights.eye_audio > 0:
             # The same stills and noise with nobody speaking. D_img judges frames against the still
             # without audio, so it judges these too: the L1 terms leave their upper half free. D_seq needs
@@ -216,7 +204,27 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             # their eyes over the still's mouth with the same quiet audio. Eyes move much the same
             # whether one speaks or not, so this is where blinks in silence come from.
             quiet = quiet_room_windows(*audio.shape[:2], float(batch["fps"][0]), rng).to(audio.device)
-            fake_silent = generate(quiet)
+            passes["silent"] = (quiet, noise)
+        if weights.div > 0:  # other noise, for the diversity term only
+            other = unwrapped.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
+            passes["other"] = (audio, other)
+        # All passes go through the generator as one batch. Its BatchNorm layers normalise a training
+        # batch by the batch's own statistics and, at inference, by running averages over training
+        # batches: a batch of silence alone was normalised by statistics of silence, so the silent
+        # term fell to 0.0004 in training while the same generator in eval mode opened the mouth to
+        # quiet-room audio (0.035). In one batch every pass sees the statistics inference will use.
+        windows, noises = (torch.cat(parts) for parts in zip(*passes.values()))
+        with accelerator.autocast():
+            if weights.blend > 0:  # the blend masks α are penalised too
+                videos, alpha = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises, return_mask=True)
+                masks = dict(zip(passes, alpha.float().chunk(len(passes))))
+            else:
+                videos = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises)
+        generated = dict(zip(passes, videos.float().chunk(len(passes))))
+        fake = generated["speech"]
+        judged, seq_real, seq_audio, seq_mask = [fake], video, audio, mask  # what D_img and D_seq see
+        if "silent" in generated:
+            fake_silent = generated["silent"]
             judged = [fake, fake_silent]
             seq_real, seq_audio = torch.cat([video, silenced(video, still)]), torch.cat([audio, quiet])
             seq_mask = mask.repeat(2, 1)
@@ -275,18 +283,15 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
                 terms["sync"] = losses.g_sync_loss(judges["sync"](*cut_sync_pairs(fake, audio, centres)).float())
         if weights.rec > 0:
             terms["rec"] = losses.lower_half_l1(fake, video, mask)
-        if weights.div > 0:  # a second video from other noise, for the diversity term only
-            other = accelerator.unwrap_model(generator).sample_noise(video.shape[0], video.shape[1], generator=rng)
-            other = other.to(video.device)
-            with accelerator.autocast():
-                fake_other = generator(still, audio, noise=other).float()
-            terms["div"] = losses.upper_half_noise_diversity(fake, fake_other, noise, other, mask, eps=cfg.div_eps)
+        if weights.div > 0:
+            terms["div"] = losses.upper_half_noise_diversity(fake, generated["other"], noise, other, mask, eps=cfg.div_eps)
         if weights.silent > 0:
             terms["silent"] = losses.silent_mouth_l1(fake_silent, still, mask)
         if weights.eye_audio > 0:
             terms["eye_audio"] = losses.eye_audio_invariance_l1(fake, fake_silent, mask)
-        if blend:
-            terms["blend"] = losses.blend_mask_l1(torch.cat(alphas).float(), mask.repeat(len(alphas), 1))
+        if weights.blend > 0:  # over the videos the discriminators judge
+            terms["blend"] = losses.blend_mask_l1(torch.cat([masks[name] for name in ("speech", "silent") if name in masks]),
+                                                  mask.repeat(len(judged), 1))
         total = losses.generator_total(**terms, weights=weights)
         update(accelerator, optimizers["G"], total)
         for judge in judges.values():
