@@ -175,8 +175,12 @@ def lower_half_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | N
     if fake.dim() < 3:
         raise LossInputError(f"expected frames shaped (..., C, H, W), got {tuple(fake.shape)}")
     height = fake.shape[-2]
-    error = (fake[..., height // 2 :, :] - real[..., height // 2 :, :]).abs()
-    per_frame = error.flatten(start_dim=-3).mean(dim=-1)  # one value per frame, mean over C x H/2 x W
+    return _rows_l1(fake, real, height // 2, height, mask)
+
+
+def _rows_l1(a: torch.Tensor, b: torch.Tensor, top: int, bottom: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """mean |a - b| over rows top:bottom of every valid frame; (..., C, H, W) frames, mask (...)."""
+    per_frame = (a[..., top:bottom, :] - b[..., top:bottom, :]).abs().flatten(start_dim=-3).mean(dim=-1)
     if mask is not None and mask.shape != per_frame.shape:
         raise LossInputError(f"mask shape {tuple(mask.shape)} does not match the frames' leading dims {tuple(per_frame.shape)}")
     # Every frame has the same pixel count, so the mean of per-frame means is the mean over pixels.
@@ -204,8 +208,7 @@ def upper_half_noise_diversity(fake_a: torch.Tensor, fake_b: torch.Tensor, noise
     if fake_a.dim() != 5 or noise_a.shape[:2] != fake_a.shape[:2]:
         raise LossInputError(f"expected B x T x C x H x W videos and B x T x D noise, got {tuple(fake_a.shape)} "
                              f"and {tuple(noise_a.shape)}")
-    height = fake_a.shape[-2]
-    image_change = _mean((fake_a[..., : height // 2, :] - fake_b[..., : height // 2, :]).abs().flatten(2).mean(-1), mask)
+    image_change = _rows_l1(fake_a, fake_b, 0, fake_a.shape[-2] // 2, mask)
     noise_change = _mean((noise_a - noise_b).abs().mean(-1), mask)
     return 1.0 / (image_change / noise_change + eps)
 
@@ -254,9 +257,7 @@ def eye_audio_invariance_l1(fake: torch.Tensor, fake_silent: torch.Tensor,
     if fake.shape != fake_silent.shape or fake.dim() != 5:
         raise LossInputError(f"expected two B x T x C x H x W videos of one shape, got {tuple(fake.shape)} "
                              f"and {tuple(fake_silent.shape)}")
-    top, bottom = EYE_ROWS
-    band_change = (fake[..., top:bottom, :] - fake_silent[..., top:bottom, :]).abs().flatten(2).mean(-1)
-    return _mean(band_change, mask)
+    return _rows_l1(fake, fake_silent, *EYE_ROWS, mask)
 
 
 # ---- Eq. 7 -----------------------------------------------------------------------------------------

@@ -203,11 +203,9 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             # audio, and no real clip is silent for 1.6 s: it judges them against real clips made silent,
             # their eyes over the still's mouth with the same quiet audio. Eyes move much the same
             # whether one speaks or not, so this is where blinks in silence come from.
-            quiet = quiet_room_windows(*audio.shape[:2], float(batch["fps"][0]), rng).to(audio.device)
-            passes["silent"] = (quiet, noise)
+            passes["silent"] = (quiet_room_windows(*audio.shape[:2], float(batch["fps"][0]), rng).to(audio.device), noise)
         if weights.div > 0:  # other noise, for the diversity term only
-            other = unwrapped.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
-            passes["other"] = (audio, other)
+            passes["other"] = (audio, unwrapped.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device))
         # All passes go through the generator as one batch. Its BatchNorm layers normalise a training
         # batch by the batch's own statistics and, at inference, by running averages over training
         # batches: a batch of silence alone was normalised by statistics of silence, so the silent
@@ -226,7 +224,7 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         if "silent" in generated:
             fake_silent = generated["silent"]
             judged = [fake, fake_silent]
-            seq_real, seq_audio = torch.cat([video, silenced(video, still)]), torch.cat([audio, quiet])
+            seq_real, seq_audio = torch.cat([video, silenced(video, still)]), torch.cat([audio, passes["silent"][0]])
             seq_mask = mask.repeat(2, 1)
         # The same frames and snippets are judged in the D and the G updates.
         frame_index = sample_frame_indices(mask, rng)
@@ -284,7 +282,8 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         if weights.rec > 0:
             terms["rec"] = losses.lower_half_l1(fake, video, mask)
         if weights.div > 0:
-            terms["div"] = losses.upper_half_noise_diversity(fake, generated["other"], noise, other, mask, eps=cfg.div_eps)
+            terms["div"] = losses.upper_half_noise_diversity(fake, generated["other"], noise, passes["other"][1], mask,
+                                                             eps=cfg.div_eps)
         if weights.silent > 0:
             terms["silent"] = losses.silent_mouth_l1(fake_silent, still, mask)
         if weights.eye_audio > 0:
