@@ -38,6 +38,7 @@ LOG_NAMES = {
     "g_silent": "loss/G/silent_mouth",  # not in the paper: silent_mouth_l1
     "g_blend": "loss/G/blend_mask",  # not in the paper: blend_mask_l1
     "g_eye_audio": "loss/G/eye_audio_invariance",  # not in the paper: eye_audio_invariance_l1
+    "g_texture": "loss/G/texture_excess",  # not in the paper: upper_half_texture_excess
     "d_eye": "loss/D/eye",  # not in the paper: d_eye_loss
     "g_eye": "loss/G/adv_eye",  # not in the paper: g_eye_loss
     "g_total": "loss/G/total",  # Eq. 7
@@ -228,18 +229,75 @@ def silent_mouth_l1(fake_silent: torch.Tensor, still: torch.Tensor, mask: torch.
     return lower_half_l1(fake_silent, still[:, None].expand_as(fake_silent), mask)
 
 
-def blend_mask_l1(alpha: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def blend_mask_l1(alpha: torch.Tensor, mask: torch.Tensor | None = None,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Not in the paper: the blend generator's mask α should stay shut where the face does not move.
 
-    L_blend = mean_{t,p} α_t(p), over the valid frames (GANimation's attention-mask penalty, Pumarola
-    et al., ECCV 2018). Without it our generator, asked by D_eye for blinks, opened α over the whole
-    upper face whenever the eyes closed, and the decoder's coarse hair and skin showed through: the
-    still's pixels are better everywhere the blink does not reach.
+    L_blend = mean_{t,p} w(p) α_t(p), over the valid frames (GANimation's attention-mask penalty, Pumarola
+    et al., ECCV 2018), w = 1 everywhere unless a H x W `weight` is given (`outside_features_weight`).
+    Without it our generator, asked by D_eye for blinks, opened α over the whole upper face whenever
+    the eyes closed, and the decoder's coarse hair and skin showed through: the still's pixels are
+    better everywhere the blink does not reach.
     `alpha`: B x T x 1 x H x W in [0, 1]; `mask`: B x T, True for real frames.
     """
     if alpha.dim() != 5 or alpha.shape[2] != 1:
         raise LossInputError(f"expected a B x T x 1 x H x W blend mask, got {tuple(alpha.shape)}")
+    if weight is not None:
+        if weight.shape != alpha.shape[-2:]:
+            raise LossInputError(f"blend weight map {tuple(weight.shape)} does not match the mask's "
+                                 f"{tuple(alpha.shape[-2:])} frames: build it for this frame size")
+        alpha = alpha * weight.to(alpha)
     return _mean(alpha.flatten(2).mean(-1), mask)
+
+
+# Margins (pixels of the 128 x 96 crop) around the canonical landmarks of the parts that move.
+_FEATURE_MARGIN = 6
+_EYES_AND_BROWS = list(range(17, 27)) + list(range(36, 48))
+_MOUTH_AND_CHIN = list(range(48, 68)) + list(range(5, 12))
+
+
+def outside_features_weight(height: int = 128, width: int = 96) -> torch.Tensor:
+    """The `weight` for `blend_mask_l1` that leaves the blend mask free over the eyes, brows, mouth and
+    chin of the canonical face (boxes around their landmarks) and penalises it elsewhere.
+
+    A uniform penalty strong enough to keep the decoder's speckled hair out of blink frames
+    (lambda_blend 50) also shut the mask over the eyes, and the blinks went with it; a weak one
+    (20) kept the blinks and the speckles. Crops are aligned to the canonical face, so these boxes
+    are where the eyes and mouth of every training and inference crop lie.
+    """
+    from .face import CROP_HEIGHT, CROP_WIDTH, canonical_landmarks  # the crop geometry lives in face.py
+
+    points = canonical_landmarks() * (width / CROP_WIDTH, height / CROP_HEIGHT)
+    weight = torch.ones(height, width)
+    for part in (_EYES_AND_BROWS, _MOUTH_AND_CHIN):
+        (left, top), (right, bottom) = points[part].min(0) - _FEATURE_MARGIN, points[part].max(0) + _FEATURE_MARGIN
+        weight[max(int(top), 0):int(bottom) + 1, max(int(left), 0):int(right) + 1] = 0.0
+    return weight
+
+
+def _total_variation(frames: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between vertical and between horizontal neighbours, per frame."""
+    return ((frames[..., 1:, :] - frames[..., :-1, :]).abs().flatten(start_dim=-3).mean(-1)
+            + (frames[..., :, 1:] - frames[..., :, :-1]).abs().flatten(start_dim=-3).mean(-1))
+
+
+def upper_half_texture_excess(fake: torch.Tensor, still: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Not in the paper: no finer texture above the nose than the still has.
+
+    L_texture = mean_t max(0, TV(U(G_t)) - TV(U(still))), U the upper half (rows 0:H/2) and TV the
+    mean absolute difference between neighbouring pixels. Our blink frames came with coloured
+    speckles and checkerboard around the eyes and in the hair (the stride-2 transposed convolutions
+    of the decoder, asked by D_eye for closed lids): they raised the upper half's TV by 0.04-0.09
+    over the still's, where clean frames sit within 0.005. A blink itself smooths the eye, so the
+    hinge leaves it alone; the lower half is tied to the real frames by Eq. 6 already.
+    `fake`: B x T x 3 x H x W; `still`: B x 3 x H x W; `mask`: B x T, True for real frames.
+    """
+    if fake.dim() != 5 or still.shape != fake.shape[:1] + fake.shape[2:]:
+        raise LossInputError(f"expected a B x T x C x H x W video and its B x C x H x W stills, got "
+                             f"{tuple(fake.shape)} and {tuple(still.shape)}")
+    half = fake.shape[-2] // 2
+    excess = F.relu(_total_variation(fake[..., :half, :]) - _total_variation(still[:, None, :, :half, :]))
+    return _mean(excess, mask)
 
 
 def eye_audio_invariance_l1(fake: torch.Tensor, fake_silent: torch.Tensor,
@@ -276,6 +334,7 @@ class LossWeights:
     eye: float = 0.0  # not in the paper: g_eye_loss (D_eye)
     blend: float = 0.0  # not in the paper: blend_mask_l1
     eye_audio: float = 0.0  # not in the paper: eye_audio_invariance_l1
+    texture: float = 0.0  # not in the paper: upper_half_texture_excess
 
     def __post_init__(self):
         for f in fields(self):
@@ -311,17 +370,18 @@ def generator_total(
     eye: torch.Tensor | None = None,
     blend: torch.Tensor | None = None,
     eye_audio: torch.Tensor | None = None,
+    texture: torch.Tensor | None = None,
     weights: LossWeights = LossWeights(),
 ) -> torch.Tensor:
     """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1
     (+ lambda_div L_div + lambda_silent L_silent + lambda_eye L_eye + lambda_blend L_blend
-    + lambda_eye_audio L_eye_audio, ours, off by default).
+    + lambda_eye_audio L_eye_audio + lambda_texture L_texture, ours, off by default).
 
     Terms whose weight is zero are skipped (and may be None), so an ablated run never needs the
     discriminator it does not train; a term with a non-zero weight must be given.
     """
     terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent, "eye": eye,
-             "blend": blend, "eye_audio": eye_audio}
+             "blend": blend, "eye_audio": eye_audio, "texture": texture}
     total = None
     for name, value in terms.items():
         weight = getattr(weights, name)

@@ -24,9 +24,11 @@ from speech_anim.losses import (
     g_sync_loss,
     generator_total,
     lower_half_l1,
+    outside_features_weight,
     real_accuracy,
     silent_mouth_l1,
     upper_half_noise_diversity,
+    upper_half_texture_excess,
 )
 
 LOG2 = math.log(2.0)
@@ -248,6 +250,39 @@ def test_blend_mask_penalty_is_the_mean_mask_over_valid_frames():
     assert LossWeights().blend == 0 and LOG_NAMES["g_blend"] == "loss/G/blend_mask"
     with pytest.raises(LossInputError, match="blend mask"):
         blend_mask_l1(torch.zeros(1, 2, 3, 4, 2))
+
+
+def test_blend_mask_penalty_can_spare_the_parts_of_the_face_that_move():
+    weight = outside_features_weight()
+    assert weight.shape == (128, 96)
+    assert weight[48, 30] == weight[48, 66] == 0  # both eyes (canonical face: rows 46-51)
+    assert weight[38, 48] == 0  # between the brows
+    assert weight[88, 48] == weight[108, 48] == 0  # the mouth and the chin below it
+    assert weight[5, 48] == weight[64, 2] == weight[125, 5] == 1  # hair, cheek's edge, background
+    assert weight[70, 48] == 1  # the nose does not move with the words or the blinks
+    alpha = torch.zeros(1, 1, 1, 128, 96)
+    alpha[..., 40:56, 20:76] = 1.0  # open over the eyes only: free
+    assert blend_mask_l1(alpha, weight=weight) == 0 and blend_mask_l1(alpha) > 0
+    alpha[..., :16, :] = 1.0  # and over the hair: that costs its share of the frame
+    assert blend_mask_l1(alpha, weight=weight).item() == pytest.approx(16 / 128)
+    with pytest.raises(LossInputError, match="weight map"):
+        blend_mask_l1(alpha, weight=torch.ones(64, 48))
+
+
+def test_texture_excess_counts_only_detail_beyond_the_stills_above_the_nose():
+    still = torch.zeros(1, 3, 8, 4)
+    still[..., :4, ::2] = 0.5  # vertical stripes in the upper half: TV = 0 down + 0.5 across
+    fake = still[:, None].repeat(1, 3, 1, 1, 1)
+    assert upper_half_texture_excess(fake, still) == 0
+    fake[:, 1, :, :4] = 0.0  # frame 1 smoother than the still (lids closed): no penalty
+    fake[:, 2, :, 0] = 1.0  # frame 2, a bright top row: down 3 / 12, across 0.5 * 9 / 12, TV 0.625
+    assert upper_half_texture_excess(fake, still).item() == pytest.approx(0.125 / 3)
+    assert upper_half_texture_excess(fake, still, torch.tensor([[False, True, True]])).item() == pytest.approx(0.125 / 2)
+    fake[:, :, :, 4:] = torch.rand(1, 3, 3, 4, 4)  # the lower half is Eq. 6's business
+    assert upper_half_texture_excess(fake, still).item() == pytest.approx(0.125 / 3)
+    assert LossWeights().texture == 0 and LOG_NAMES["g_texture"] == "loss/G/texture_excess"
+    with pytest.raises(LossInputError, match="stills"):
+        upper_half_texture_excess(fake, still[..., :4, :])
 
 
 def test_silent_mouth_compares_the_lower_half_of_every_valid_frame_with_the_still():

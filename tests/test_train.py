@@ -142,6 +142,7 @@ def _step_with_the_frame_discriminator(clips, accelerator, tmp_path, *overrides,
     ("div", 0.5, "loss/G/noise_diversity"),  # a second video from other noise
     ("silent", 300, "loss/G/silent_mouth"),  # the quiet-room pass pulls the mouth to the still's
     ("eye_audio", 100, "loss/G/eye_audio_invariance"),  # a quiet-room pass of its own, eyes compared
+    ("texture", 300, "loss/G/texture_excess"),  # an untrained decoder's output is all speckle
 ])
 def test_our_generator_terms_are_computed_logged_and_weighted_into_the_total(clips, accelerator, tmp_path, term,
                                                                              weight, log):
@@ -192,6 +193,11 @@ def test_blend_mask_penalty_covers_both_passes_and_needs_the_blend_output(clips,
     assert torch.isclose(values["g_total"], expected, rtol=1e-4)
     with pytest.raises(T.ConfigError, match="g_output=blend"):
         _tiny(clips, tmp_path, "lambda_blend=10")
+    spared = _step_with_the_frame_discriminator(clips, accelerator, tmp_path, "g_output=blend", "lambda_blend=10",
+                                                "lambda_silent=300", "blend_free_features=true")
+    assert 0 < spared["g_blend"] < values["g_blend"]  # the same masks, without their eyes and mouth
+    with pytest.raises(T.ConfigError, match="lambda_blend > 0"):
+        _tiny(clips, tmp_path, "blend_free_features=true")
 
 
 def test_a_run_resumed_with_the_eye_discriminator_switched_on_starts_it_afresh(clips, tmp_path):

@@ -62,7 +62,9 @@ class TrainConfig:
     lambda_silent: float = 0.0  # not in the paper: losses.silent_mouth_l1 on a quiet-room pass (0 = off)
     lambda_eye: float = 0.0  # not in the paper: the eye discriminator D_eye, losses.g_eye_loss (0 = off)
     lambda_blend: float = 0.0  # not in the paper: losses.blend_mask_l1, for g_output=blend (0 = off)
+    blend_free_features: bool = False  # lambda_blend spares the eyes, brows, mouth and chin (losses.outside_features_weight)
     lambda_eye_audio: float = 0.0  # not in the paper: losses.eye_audio_invariance_l1 (0 = off)
+    lambda_texture: float = 0.0  # not in the paper: losses.upper_half_texture_excess (0 = off)
     ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
 
     # ---- optimisation (paper §3.3)
@@ -102,6 +104,8 @@ class TrainConfig:
             raise ConfigError(f"g_output must be one of {', '.join(G_OUTPUTS)} (frame is the paper's), got {self.g_output!r}")
         if self.lambda_blend > 0 and self.g_output != "blend":
             raise ConfigError(f"lambda_blend penalises the blend mask, which g_output={self.g_output!r} has not: use g_output=blend or lambda_blend=0")
+        if self.blend_free_features and not self.lambda_blend > 0:
+            raise ConfigError("blend_free_features shapes the lambda_blend penalty, which is off: set lambda_blend > 0 or drop blend_free_features")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         for name in ("batch_size", "grad_accum", "epochs", "decay_every", "log_every", "sample_every",

@@ -125,7 +125,8 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
     """Eq. 7's lambdas (and ours) from the config, with its ablations applied."""
     return losses.LossWeights(img=cfg.lambda_img, sync=cfg.lambda_sync, seq=cfg.lambda_seq, rec=cfg.lambda_rec,
                               div=cfg.lambda_div, silent=cfg.lambda_silent, eye=cfg.lambda_eye,
-                              blend=cfg.lambda_blend, eye_audio=cfg.lambda_eye_audio).ablate(*cfg.ablations)
+                              blend=cfg.lambda_blend, eye_audio=cfg.lambda_eye_audio,
+                              texture=cfg.lambda_texture).ablate(*cfg.ablations)
 
 
 def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
@@ -289,8 +290,12 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         if weights.eye_audio > 0:
             terms["eye_audio"] = losses.eye_audio_invariance_l1(fake, fake_silent, mask)
         if weights.blend > 0:  # over the videos the discriminators judge
+            blend_weight = losses.outside_features_weight(*still.shape[-2:]) if cfg.blend_free_features else None
             terms["blend"] = losses.blend_mask_l1(torch.cat([masks[name] for name in ("speech", "silent") if name in masks]),
-                                                  mask.repeat(len(judged), 1))
+                                                  mask.repeat(len(judged), 1), blend_weight)
+        if weights.texture > 0:
+            terms["texture"] = losses.upper_half_texture_excess(torch.cat(judged), still.repeat(len(judged), 1, 1, 1),
+                                                                mask.repeat(len(judged), 1))
         total = losses.generator_total(**terms, weights=weights)
         update(accelerator, optimizers["G"], total)
         for judge in judges.values():
