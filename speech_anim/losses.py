@@ -39,6 +39,7 @@ LOG_NAMES = {
     "g_blend": "loss/G/blend_mask",  # not in the paper: blend_mask_l1
     "g_eye_audio": "loss/G/eye_audio_invariance",  # not in the paper: eye_audio_invariance_l1
     "g_texture": "loss/G/texture_excess",  # not in the paper: upper_half_texture_excess
+    "g_decoded": "loss/G/decoded_l1",  # not in the paper: decoded_frame_l1
     "d_eye": "loss/D/eye",  # not in the paper: d_eye_loss
     "g_eye": "loss/G/adv_eye",  # not in the paper: g_eye_loss
     "g_total": "loss/G/total",  # Eq. 7
@@ -250,6 +251,22 @@ def blend_mask_l1(alpha: torch.Tensor, mask: torch.Tensor | None = None,
     return _mean(alpha.flatten(2).mean(-1), mask)
 
 
+def decoded_frame_l1(decoded: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Not in the paper: the blend generator's decoded frame, before blending, should be the real frame.
+
+    L_decoded = mean_t |D_t - x_t| over the whole frame, D_t the decoder's frame that the mask α lets
+    through and x_t the real one. Where α stays shut nothing else constrains D_t, so it was whatever
+    helped elsewhere; when D_eye asked for a blink and α opened over the eyes, that showed: speckles,
+    then (with the texture term) red smears where the lids should be. With D_t a face everywhere,
+    what a blink lets through is skin and lids. A small weight: the blended frame carries Eq. 6.
+    `decoded`, `real`: B x T x 3 x H x W; `mask`: B x T, True for real frames.
+    """
+    if decoded.shape != real.shape or decoded.dim() != 5:
+        raise LossInputError(f"expected decoded and real videos of one B x T x C x H x W shape, got "
+                             f"{tuple(decoded.shape)} and {tuple(real.shape)}")
+    return _rows_l1(decoded, real, 0, decoded.shape[-2], mask)
+
+
 # Margins (pixels of the 128 x 96 crop) around the canonical landmarks of the parts that move.
 _FEATURE_MARGIN = 6
 _EYES_AND_BROWS = list(range(17, 27)) + list(range(36, 48))
@@ -335,6 +352,7 @@ class LossWeights:
     blend: float = 0.0  # not in the paper: blend_mask_l1
     eye_audio: float = 0.0  # not in the paper: eye_audio_invariance_l1
     texture: float = 0.0  # not in the paper: upper_half_texture_excess
+    decoded: float = 0.0  # not in the paper: decoded_frame_l1
 
     def __post_init__(self):
         for f in fields(self):
@@ -371,17 +389,20 @@ def generator_total(
     blend: torch.Tensor | None = None,
     eye_audio: torch.Tensor | None = None,
     texture: torch.Tensor | None = None,
+    decoded: torch.Tensor | None = None,
     weights: LossWeights = LossWeights(),
 ) -> torch.Tensor:
     """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1
     (+ lambda_div L_div + lambda_silent L_silent + lambda_eye L_eye + lambda_blend L_blend
-    + lambda_eye_audio L_eye_audio + lambda_texture L_texture, ours, off by default).
+    + lambda_eye_audio L_eye_audio + lambda_texture L_texture + lambda_decoded L_decoded, ours, off by
+    default).
 
     Terms whose weight is zero are skipped (and may be None), so an ablated run never needs the
     discriminator it does not train; a term with a non-zero weight must be given.
     """
     terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent, "eye": eye,
-             "blend": blend, "eye_audio": eye_audio, "texture": texture}
+             "blend": blend, "eye_audio": eye_audio, "texture": texture,
+             "decoded": decoded}
     total = None
     for name, value in terms.items():
         weight = getattr(weights, name)

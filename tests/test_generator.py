@@ -142,24 +142,24 @@ def test_blend_output_starts_near_the_still_and_streams_like_one_pass():
     assert blend_error < 0.5 * (paper - still[:, None]).abs().mean(), blend_error
 
 
-def test_blend_mask_is_returned_on_request_and_makes_the_frames(model):
+def test_blend_layers_are_returned_on_request_and_make_the_frames(model):
     torch.manual_seed(0)
     blend = Generator(GeneratorConfig(width=0.125, output="blend")).eval()
     still, audio = _inputs(batch=2, frames=6, seed=3)
     with torch.no_grad():
-        video, alpha = blend(still, audio, generator=torch.Generator().manual_seed(1), return_mask=True)
-        again, alpha_again, state = blend(still, audio, generator=torch.Generator().manual_seed(1), return_mask=True,
-                                          return_state=True)
+        video, alpha, decoded = blend(still, audio, generator=torch.Generator().manual_seed(1), return_layers=True)
+        again, alpha_again, _, state = blend(still, audio, generator=torch.Generator().manual_seed(1),
+                                             return_layers=True, return_state=True)
         plain = blend(still, audio, generator=torch.Generator().manual_seed(1))
     assert alpha.shape == (2, 6, 1, 128, 96) and ((alpha > 0) & (alpha < 1)).all()
     torch.testing.assert_close(video, plain)
     torch.testing.assert_close(again, plain)
     torch.testing.assert_close(alpha_again, alpha)
     assert state.noise is not None
-    # frame = α·decoded + (1-α)·still with both in [-1, 1]: it leaves the still by at most 2α.
-    assert ((video - still[:, None]).abs() <= 2 * alpha + 1e-6).all()
+    assert decoded.shape == video.shape and decoded.abs().max() <= 1
+    torch.testing.assert_close(video, alpha * decoded + (1 - alpha) * still[:, None])
     with pytest.raises(ValueError, match="output='blend'"):
-        model(still, audio, return_mask=True)
+        model(still, audio, return_layers=True)
 
 
 def test_unknown_output_mode_is_rejected():

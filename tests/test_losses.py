@@ -9,6 +9,7 @@ from speech_anim.errors import SpeechAnimError
 from speech_anim.losses import (
     ABLATIONS,
     blend_mask_l1,
+    decoded_frame_l1,
     eye_audio_invariance_l1,
     LOG_NAMES,
     LossInputError,
@@ -250,6 +251,17 @@ def test_blend_mask_penalty_is_the_mean_mask_over_valid_frames():
     assert LossWeights().blend == 0 and LOG_NAMES["g_blend"] == "loss/G/blend_mask"
     with pytest.raises(LossInputError, match="blend mask"):
         blend_mask_l1(torch.zeros(1, 2, 3, 4, 2))
+
+
+def test_decoded_frame_is_compared_with_the_real_one_over_the_whole_frame():
+    real = torch.zeros(1, 2, 3, 4, 2)
+    decoded = real.clone()
+    decoded[:, 0, :, :1] = 1.0  # frame 0's top row (hair, where α is usually shut) is off by 1
+    assert decoded_frame_l1(decoded, real).item() == pytest.approx(0.125)
+    assert decoded_frame_l1(decoded, real, torch.tensor([[True, False]])).item() == pytest.approx(0.25)
+    assert LossWeights().decoded == 0 and LOG_NAMES["g_decoded"] == "loss/G/decoded_l1"
+    with pytest.raises(LossInputError, match="one B x T"):
+        decoded_frame_l1(decoded, real[:, :1])
 
 
 def test_blend_mask_penalty_can_spare_the_parts_of_the_face_that_move():

@@ -200,6 +200,14 @@ def test_blend_mask_penalty_covers_both_passes_and_needs_the_blend_output(clips,
         _tiny(clips, tmp_path, "blend_free_features=true")
 
 
+def test_decoded_frame_term_needs_the_blend_output_and_enters_the_total(clips, accelerator, tmp_path):
+    values = _step_with_the_frame_discriminator(clips, accelerator, tmp_path, "g_output=blend", "lambda_decoded=20")
+    assert values["g_decoded"] > 0 and T.log_name("g_decoded") == "loss/G/decoded_l1"
+    assert torch.isclose(values["g_total"], values["g_img"] + 600 * values["g_rec"] + 20 * values["g_decoded"], rtol=1e-4)
+    with pytest.raises(T.ConfigError, match="g_output=blend"):
+        _tiny(clips, tmp_path, "lambda_decoded=20")
+
+
 def test_a_run_resumed_with_the_eye_discriminator_switched_on_starts_it_afresh(clips, tmp_path):
     run_dir = tmp_path / "run"
     first = subprocess.run(_command(clips, run_dir, "batch_size=1", "max_steps=2", "save_every=2"),

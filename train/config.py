@@ -65,6 +65,7 @@ class TrainConfig:
     blend_free_features: bool = False  # lambda_blend spares the eyes, brows, mouth and chin (losses.outside_features_weight)
     lambda_eye_audio: float = 0.0  # not in the paper: losses.eye_audio_invariance_l1 (0 = off)
     lambda_texture: float = 0.0  # not in the paper: losses.upper_half_texture_excess (0 = off)
+    lambda_decoded: float = 0.0  # not in the paper: losses.decoded_frame_l1, for g_output=blend (0 = off)
     ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
 
     # ---- optimisation (paper §3.3)
@@ -104,6 +105,9 @@ class TrainConfig:
             raise ConfigError(f"g_output must be one of {', '.join(G_OUTPUTS)} (frame is the paper's), got {self.g_output!r}")
         if self.lambda_blend > 0 and self.g_output != "blend":
             raise ConfigError(f"lambda_blend penalises the blend mask, which g_output={self.g_output!r} has not: use g_output=blend or lambda_blend=0")
+        if self.lambda_decoded > 0 and self.g_output != "blend":
+            raise ConfigError(f"lambda_decoded ties the blend's decoded frame to the real one, and g_output={self.g_output!r} "
+                              "has none: use g_output=blend or lambda_decoded=0")
         if self.blend_free_features and not self.lambda_blend > 0:
             raise ConfigError("blend_free_features shapes the lambda_blend penalty, which is off: set lambda_blend > 0 or drop blend_free_features")
         if self.threads < 0:

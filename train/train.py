@@ -126,7 +126,7 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
     return losses.LossWeights(img=cfg.lambda_img, sync=cfg.lambda_sync, seq=cfg.lambda_seq, rec=cfg.lambda_rec,
                               div=cfg.lambda_div, silent=cfg.lambda_silent, eye=cfg.lambda_eye,
                               blend=cfg.lambda_blend, eye_audio=cfg.lambda_eye_audio,
-                              texture=cfg.lambda_texture).ablate(*cfg.ablations)
+                              texture=cfg.lambda_texture, decoded=cfg.lambda_decoded).ablate(*cfg.ablations)
 
 
 def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
@@ -214,9 +214,11 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         # quiet-room audio (0.035). In one batch every pass sees the statistics inference will use.
         windows, noises = (torch.cat(parts) for parts in zip(*passes.values()))
         with accelerator.autocast():
-            if weights.blend > 0:  # the blend masks α are penalised too
-                videos, alpha = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises, return_mask=True)
+            if weights.blend > 0 or weights.decoded > 0:  # the blend's layers are penalised too
+                videos, alpha, decoded = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises,
+                                                   return_layers=True)
                 masks = dict(zip(passes, alpha.float().chunk(len(passes))))
+                decoded_frames = dict(zip(passes, decoded.float().chunk(len(passes))))
             else:
                 videos = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises)
         generated = dict(zip(passes, videos.float().chunk(len(passes))))
@@ -293,6 +295,8 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             blend_weight = losses.outside_features_weight(*still.shape[-2:]) if cfg.blend_free_features else None
             terms["blend"] = losses.blend_mask_l1(torch.cat([masks[name] for name in ("speech", "silent") if name in masks]),
                                                   mask.repeat(len(judged), 1), blend_weight)
+        if weights.decoded > 0:  # speech pass only: it has real frames
+            terms["decoded"] = losses.decoded_frame_l1(decoded_frames["speech"], video, mask)
         if weights.texture > 0:
             terms["texture"] = losses.upper_half_texture_excess(torch.cat(judged), still.repeat(len(judged), 1, 1, 1),
                                                                 mask.repeat(len(judged), 1))

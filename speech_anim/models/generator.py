@@ -196,8 +196,9 @@ class FrameDecoder(nn.Module):
         return [conv(m) for conv, m in zip(self.fuse_skip, deepest)]
 
     def forward(self, latent: torch.Tensor, skips: list[torch.Tensor], still: torch.Tensor | None = None,
-                return_mask: bool = False):
-        """Frames B×T×3×H×W; with `return_mask` (blend only) also the blend mask α, B×T×1×H×W."""
+                return_layers: bool = False):
+        """Frames B×T×3×H×W; with `return_layers` (blend only) also the blend mask α, B×T×1×H×W, and the
+        decoded frame it lets through, B×T×3×H×W."""
         batch, frames, _ = latent.shape
         x = self.project(latent.reshape(batch * frames, -1)).view(batch * frames, -1, *self.start)
         x = torch.relu(self.project_norm(x))
@@ -209,9 +210,9 @@ class FrameDecoder(nn.Module):
         out = self.to_rgb(x).view(batch, frames, -1, FRAME_HEIGHT, FRAME_WIDTH)
         if not self.blend:
             return torch.tanh(out)
-        alpha = torch.sigmoid(out[:, :, 3:])
-        video = alpha * torch.tanh(out[:, :, :3]) + (1 - alpha) * still[:, None]
-        return (video, alpha) if return_mask else video
+        alpha, decoded = torch.sigmoid(out[:, :, 3:]), torch.tanh(out[:, :, :3])
+        video = alpha * decoded + (1 - alpha) * still[:, None]
+        return (video, alpha, decoded) if return_layers else video
 
 
 class Generator(nn.Module, SafeHubMixin):
@@ -247,18 +248,19 @@ class Generator(nn.Module, SafeHubMixin):
 
     def forward(self, still: torch.Tensor | None, audio: torch.Tensor, noise: torch.Tensor | None = None,
                 state: GeneratorState | None = None, return_state: bool = False,
-                generator: torch.Generator | None = None, return_mask: bool = False):
+                generator: torch.Generator | None = None, return_layers: bool = False):
         """Frames B×T×3×128×96 for audio windows B×T×window_samples.
 
         `noise` (B×T×noise_dim) defaults to `sample_noise(B, T, generator)`. With `state` (from a
         previous chunk's `return_state=True`, or `init_state`) the still is not encoded again and may be
-        None; the returned state continues the clip. `return_mask` (output="blend" only) also returns the
-        blend mask α (B×T×1×128×96, after the video and before the state), for `losses.blend_mask_l1`.
+        None; the returned state continues the clip. `return_layers` (output="blend" only) also returns the
+        blend mask α (B×T×1×128×96) and the decoded frames it blends over the still (B×T×3×128×96), after
+        the video and before the state, for `losses.blend_mask_l1` and `losses.decoded_frame_l1`.
         """
         if audio.dim() != 3 or audio.shape[2] != self.config.window_samples or audio.shape[1] == 0:
             raise AudioError(f"audio must be B×T×{self.config.window_samples} windows with T >= 1, got {tuple(audio.shape)}")
-        if return_mask and self.config.output != "blend":
-            raise ValueError(f"return_mask needs output='blend' (this generator's output is {self.config.output!r})")
+        if return_layers and self.config.output != "blend":
+            raise ValueError(f"return_layers needs output='blend' (this generator's output is {self.config.output!r})")
         if state is None:
             if still is None:
                 raise ImageError("Generator needs a still image (or a state from a previous chunk)")
@@ -274,11 +276,11 @@ class Generator(nn.Module, SafeHubMixin):
         z_c, content_state = self.content_encoder(audio, state.content)
         z_n, noise_state = self.noise_generator(noise.to(z_c), state.noise)
         z_id = state.z_id[:, None].expand(batch, frames, -1)
-        video = self.decoder(torch.cat([z_c, z_id, z_n], dim=-1), state.skips, state.still, return_mask=return_mask)
+        video = self.decoder(torch.cat([z_c, z_id, z_n], dim=-1), state.skips, state.still, return_layers=return_layers)
         if not return_state:
             return video
         state = GeneratorState(state.z_id, state.skips, content_state, noise_state, state.still)
-        return (*video, state) if return_mask else (video, state)
+        return (*video, state) if return_layers else (video, state)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
