@@ -303,8 +303,8 @@ def upper_half_texture_excess(fake: torch.Tensor, still: torch.Tensor, mask: tor
 
     L_texture = mean_t max(0, TV(U(G_t)) - TV(U(still))), U the upper half (rows 0:H/2) and TV the
     mean absolute difference between neighbouring pixels. Our blink frames came with coloured
-    speckles and checkerboard around the eyes and in the hair (the stride-2 transposed convolutions
-    of the decoder, asked by D_eye for closed lids): they raised the upper half's TV by 0.04-0.09
+    speckles and checkerboard around the eyes and in the hair (most likely the decoder's stride-2
+    transposed convolutions, showing wherever the blend mask opened for a blink): they raised the upper half's TV by 0.04-0.09
     over the still's, where clean frames sit within 0.005. A blink itself smooths the eye, so the
     hinge leaves it alone; the lower half is tied to the real frames by Eq. 6 already.
     `fake`: B x T x 3 x H x W; `still`: B x 3 x H x W; `mask`: B x T, True for real frames.
@@ -401,8 +401,7 @@ def generator_total(
     discriminator it does not train; a term with a non-zero weight must be given.
     """
     terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent, "eye": eye,
-             "blend": blend, "eye_audio": eye_audio, "texture": texture,
-             "decoded": decoded}
+             "blend": blend, "eye_audio": eye_audio, "texture": texture, "decoded": decoded}
     total = None
     for name, value in terms.items():
         weight = getattr(weights, name)
