@@ -26,6 +26,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "grid-s1"
 
 # Frames generated per forward pass: bounds memory for long audio without changing the result.
 CHUNK_FRAMES = 75
+EYE_SEED_OFFSET = 7919  # any fixed offset: seed s draws its noise from s and its eyes from s + 7919
 
 Progress = Callable[[float, str], None]
 
@@ -147,12 +148,16 @@ class Animator:
     def _generate(self, crop: np.ndarray, audio_chunks: Iterable[np.ndarray], seed: int, fps: float):
         still = _to_tensor(crop).to(self.device)
         noise_rng = torch.Generator().manual_seed(int(seed))
+        # The eye process (eye_input generators) draws from a stream of its own, so that chunks of any
+        # size give the frames of one pass.
+        eye_rng = torch.Generator().manual_seed(int(seed) + EYE_SEED_OFFSET)
         state = None
         for windows in _stream_windows(audio_chunks, fps):
             for start in range(0, len(windows), CHUNK_FRAMES):
                 part = torch.from_numpy(windows[start : start + CHUNK_FRAMES])[None].to(self.device)
                 noise = self.generator.sample_noise(1, part.shape[1], generator=noise_rng).to(self.device)
-                video, state = self.generator(still, part, noise=noise, state=state, return_state=True)
+                video, state = self.generator(still, part, noise=noise, state=state, return_state=True,
+                                              generator=eye_rng)
                 yield _to_uint8(video[0])
 
 

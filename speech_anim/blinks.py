@@ -108,6 +108,17 @@ def eye_aspect_ratio(landmarks) -> np.ndarray:
     return ((ear(LEFT_EYE) + ear(RIGHT_EYE)) / 2.0).astype(np.float32)
 
 
+def eye_openness(landmarks) -> np.ndarray:
+    """How open the eyes are at each frame, as a fraction of the clip's open-eye EAR (its median):
+    (T, 68, 2) landmarks -> (T,) float32, about 1 while the eyes are open and 0.3-0.6 at the bottom of
+    a blink. The generator is conditioned on this (models/eye_process.py); nan EARs count as open."""
+    ear = eye_aspect_ratio(landmarks)
+    finite = np.isfinite(ear) & (ear > 0)
+    if not finite.any():
+        return np.ones(len(ear), np.float32)
+    return np.where(finite, ear / np.median(ear[finite]), 1.0).astype(np.float32)
+
+
 def detect_blinks(
     ear,
     fps: float = 25.0,

@@ -40,6 +40,7 @@ LOG_NAMES = {
     "g_eye_audio": "loss/G/eye_audio_invariance",  # not in the paper: eye_audio_invariance_l1
     "g_texture": "loss/G/texture_excess",  # not in the paper: upper_half_texture_excess
     "g_decoded": "loss/G/decoded_l1",  # not in the paper: decoded_frame_l1
+    "g_eye_rec": "loss/G/l1_eyes",  # not in the paper: eye_band_l1
     "d_eye": "loss/D/eye",  # not in the paper: d_eye_loss
     "g_eye": "loss/G/adv_eye",  # not in the paper: g_eye_loss
     "g_total": "loss/G/total",  # Eq. 7
@@ -178,6 +179,20 @@ def lower_half_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | N
         raise LossInputError(f"expected frames shaped (..., C, H, W), got {tuple(fake.shape)}")
     height = fake.shape[-2]
     return _rows_l1(fake, real, height // 2, height, mask)
+
+
+def eye_band_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Ours, for generators given the real clip's eye openness (eye_input): Eq. 6 over the eye band.
+
+    L_eyes = mean_{p in [0, W] x EYE_ROWS} |F_p - G_p| (rows 32:64 of 128: brows, lids, eyes), over
+    channels and valid frames. Told how open the real eyes are, the generator can be held to them
+    frame by frame, so blinking is learnt as a supervised task, not left to the discriminators alone.
+    """
+    if fake.shape != real.shape:
+        raise LossInputError(f"generated {tuple(fake.shape)} and real {tuple(real.shape)} videos differ in shape: compare matching clips")
+    if fake.dim() < 3 or fake.shape[-2] < EYE_ROWS[1]:
+        raise LossInputError(f"expected frames shaped (..., C, H, W) with H >= {EYE_ROWS[1]}, got {tuple(fake.shape)}")
+    return _rows_l1(fake, real, *EYE_ROWS, mask)
 
 
 def _rows_l1(a: torch.Tensor, b: torch.Tensor, top: int, bottom: int, mask: torch.Tensor | None) -> torch.Tensor:
@@ -353,6 +368,7 @@ class LossWeights:
     eye_audio: float = 0.0  # not in the paper: eye_audio_invariance_l1
     texture: float = 0.0  # not in the paper: upper_half_texture_excess
     decoded: float = 0.0  # not in the paper: decoded_frame_l1
+    eye_rec: float = 0.0  # not in the paper: eye_band_l1
 
     def __post_init__(self):
         for f in fields(self):
@@ -390,18 +406,19 @@ def generator_total(
     eye_audio: torch.Tensor | None = None,
     texture: torch.Tensor | None = None,
     decoded: torch.Tensor | None = None,
+    eye_rec: torch.Tensor | None = None,
     weights: LossWeights = LossWeights(),
 ) -> torch.Tensor:
     """Eq. 7, generator side: L = lambda_img L_img + lambda_sync L_sync + lambda_seq L_seq + lambda_L1 L_L1
     (+ lambda_div L_div + lambda_silent L_silent + lambda_eye L_eye + lambda_blend L_blend
-    + lambda_eye_audio L_eye_audio + lambda_texture L_texture + lambda_decoded L_decoded, ours, off by
-    default).
+    + lambda_eye_audio L_eye_audio + lambda_texture L_texture + lambda_decoded L_decoded
+    + lambda_eyes L_eyes, ours, off by default).
 
     Terms whose weight is zero are skipped (and may be None), so an ablated run never needs the
     discriminator it does not train; a term with a non-zero weight must be given.
     """
     terms = {"img": img, "sync": sync, "seq": seq, "rec": rec, "div": div, "silent": silent, "eye": eye,
-             "blend": blend, "eye_audio": eye_audio, "texture": texture, "decoded": decoded}
+             "blend": blend, "eye_audio": eye_audio, "texture": texture, "decoded": decoded, "eye_rec": eye_rec}
     total = None
     for name, value in terms.items():
         weight = getattr(weights, name)

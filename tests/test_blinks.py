@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from speech_anim import blinks
-from speech_anim.blinks import BlinkError, detect_blinks, eye_aspect_ratio, match_blinks, video_blinks
+from speech_anim.blinks import BlinkError, detect_blinks, eye_aspect_ratio, eye_openness, match_blinks, video_blinks
 from speech_anim.face import FaceAligner
 from speech_anim.video import read_video
 
@@ -53,6 +53,17 @@ def test_eye_aspect_ratio_of_known_eyes():
     assert eye_aspect_ratio(face() * 7 + 100) == pytest.approx(1 / 3)
     with pytest.raises(BlinkError):
         eye_aspect_ratio(np.zeros((5, 2)))
+
+
+def test_eye_openness_is_the_ear_over_the_clips_open_eyes():
+    heights = [2.0] * 6 + [1.0, 0.5, 1.0] + [2.0] * 3
+    video = np.stack([face(h, h) for h in heights])
+    video[4] = np.nan  # a frame without landmarks counts as open
+    openness = eye_openness(video)
+    assert openness.dtype == np.float32 and openness.shape == (12,)
+    assert openness[[0, 4, 11]] == pytest.approx([1.0, 1.0, 1.0])
+    assert openness[6:9] == pytest.approx([0.5, 0.25, 0.5])
+    assert np.all(eye_openness(np.full((3, 68, 2), np.nan)) == 1.0)
 
 
 # ---------------------------------------------------------------------------------------------- detection

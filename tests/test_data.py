@@ -206,6 +206,28 @@ def test_subsequences_cut_audio_and_landmarks_consistently(processed):
         TalkingFaceDataset(out, frames=76)
 
 
+def test_items_carry_the_eye_openness_and_stills_with_open_eyes(processed):
+    from speech_anim.blinks import eye_openness
+    from speech_anim.data.datasets import OPEN_STILL
+
+    out, _ = processed
+    full, windows = TalkingFaceDataset(out, seed=0), TalkingFaceDataset(out, frames=16, seed=0)
+    for i in range(len(full)):
+        with np.load(clip_path(out, full.clips[i]["id"])) as clip:
+            openness = eye_openness(clip["landmarks"])
+            frames = decode_frames(clip["frames"], clip["frame_offsets"])
+        item, window = full[i], windows[i]
+        np.testing.assert_array_equal(item["openness"].numpy(), openness)
+        np.testing.assert_array_equal(window["openness"].numpy(), openness[window["start"] : window["start"] + 16])
+        # The still is one of the clip's frames whose eyes are at least OPEN_STILL open.
+        still = ((item["still"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        matches = [t for t in range(len(frames)) if np.array_equal(frames[t], still)]
+        assert matches and all(openness[t] >= OPEN_STILL for t in matches)
+    batch = collate_clips([TalkingFaceDataset(out, seed=0)[i] for i in range(len(full))])
+    assert batch["openness"].shape == batch["mask"].shape
+    assert torch.all(batch["openness"][~batch["mask"]] == 1.0)  # padding has open eyes
+
+
 def test_shifted_audio_is_the_same_clip_out_of_sync(processed):
     out, _ = processed
     for frames in (None, 16):

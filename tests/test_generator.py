@@ -165,3 +165,41 @@ def test_blend_layers_are_returned_on_request_and_make_the_frames(model):
 def test_unknown_output_mode_is_rejected():
     with pytest.raises(ValueError, match="output"):
         GeneratorConfig(output="residual")
+
+
+def test_eye_input_reads_the_openness_and_draws_it_chunk_invariantly_when_not_given():
+    torch.manual_seed(0)
+    model = Generator(GeneratorConfig(width=0.125, eye_input=True)).eval()
+    latents = []
+    model.decoder.register_forward_pre_hook(lambda module, args: latents.append(args[0]))
+    still, audio = _inputs(batch=2, frames=30, seed=2)
+    noise = model.sample_noise(2, 30, generator=torch.Generator().manual_seed(0))
+    openness = torch.linspace(0.3, 1.2, 30).repeat(2, 1)
+    with torch.no_grad():
+        given = model(still, audio, noise=noise, openness=openness)
+        open_eyes = model(still, audio, noise=noise, openness=torch.ones(2, 30))
+        whole = model(still, audio, noise=noise, generator=torch.Generator().manual_seed(4))
+        draw, parts, state = torch.Generator().manual_seed(4), [], None
+        for start, stop in [(0, 9), (9, 30)]:
+            video, state = model(still, audio[:, start:stop], noise=noise[:, start:stop], state=state,
+                                 return_state=True, generator=draw)
+            parts.append(video)
+    # The decoder's last latent entry is the closure 1 - o_t: open eyes (o = 1) add nothing.
+    torch.testing.assert_close(latents[0][..., -1], 1 - openness)
+    assert torch.all(latents[1][..., -1] == 0) and not torch.equal(given, open_eyes)
+    drawn = 1 - latents[2][..., -1]
+    assert drawn.min() >= 0 and drawn.max() <= model.eye_process.config.max_openness
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="openness must be 2×30"):
+        model(still, audio, openness=torch.ones(2, 29))
+    with pytest.raises(ValueError, match="no eye input"):
+        Generator(TINY)(still, audio, openness=torch.ones(2, 30))
+
+
+def test_eye_input_generator_saves_its_eye_process_with_it(tmp_path):
+    torch.manual_seed(0)
+    model = Generator(GeneratorConfig(width=0.0625, eye_input=True))
+    model.save_pretrained(tmp_path / "g")
+    loaded = Generator.from_pretrained(str(tmp_path / "g"))
+    assert loaded.config.eye_input and loaded.eye_process is not None
+    assert torch.equal(loaded.eye_process.head.weight, model.eye_process.head.weight)

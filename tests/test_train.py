@@ -1,4 +1,4 @@
-"""train/train.py: the GAN loop on tiny models and three real s1 clips (preprocessed once per module).
+"""train/train.py: the GAN loop on tiny models and three real s1 clips (conftest.py: preprocessed once per session).
 
 Runs that must be separate programs (kill-and-resume, two processes) are subprocesses; the rest
 call the loop's functions in this process.
@@ -20,7 +20,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_DIR = REPO / "train"
 TINY = TRAIN_DIR / "configs" / "tiny.yaml"
-S1_CLIPS = ("bbaf2n", "bbaf3s", "bbaf4p")
 # One thread: OpenMP threads spinning against other busy processes make a step many times slower.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -34,22 +33,6 @@ def _load_train_module():
 
 
 T = _load_train_module()
-
-
-@pytest.fixture(scope="module")
-def clips(grid_root, tmp_path_factory) -> Path:
-    """Three real s1 clips, preprocessed with the dataset module."""
-    from speech_anim.data.preprocess import preprocess_corpus
-
-    layout = tmp_path_factory.mktemp("grid_layout")
-    for name in S1_CLIPS:
-        for folder, suffix in (("video", "mp4"), ("align", "align")):
-            (layout / "s1" / folder).mkdir(parents=True, exist_ok=True)
-            (layout / "s1" / folder / f"{name}.{suffix}").symlink_to(grid_root / "s1" / folder / f"{name}.{suffix}")
-    out = tmp_path_factory.mktemp("grid_clips")
-    summary = preprocess_corpus("grid", layout, out, workers=1, progress=False)
-    assert summary.counts()["done"] == len(S1_CLIPS)
-    return out
 
 
 @pytest.fixture
@@ -206,6 +189,73 @@ def test_decoded_frame_term_needs_the_blend_output_and_enters_the_total(clips, a
     assert torch.isclose(values["g_total"], values["g_img"] + 600 * values["g_rec"] + 20 * values["g_decoded"], rtol=1e-4)
     with pytest.raises(T.ConfigError, match="g_output=blend"):
         _tiny(clips, tmp_path, "lambda_decoded=20")
+
+
+@pytest.fixture
+def eye_process(tmp_path) -> Path:
+    from speech_anim.models.eye_process import EyeProcess
+
+    torch.manual_seed(1)
+    EyeProcess().save_pretrained(tmp_path / "eye-process")
+    return tmp_path / "eye-process"
+
+
+def test_eye_band_term_draws_from_the_real_openness_and_enters_the_total(clips, accelerator, tmp_path, eye_process):
+    from speech_anim.models import Generator
+
+    seen = []
+    original = Generator.forward
+
+    def spy(self, *args, openness=None, **kwargs):
+        seen.append(openness)
+        return original(self, *args, openness=openness, **kwargs)
+
+    Generator.forward = spy
+    try:
+        values = _step_with_the_frame_discriminator(clips, accelerator, tmp_path, "eye_input=true",
+                                                    f"eye_process={eye_process}", "lambda_eye_rec=600")
+    finally:
+        Generator.forward = original
+    assert values["g_eye_rec"] > 0 and T.log_name("g_eye_rec") == "loss/G/l1_eyes"
+    assert torch.isclose(values["g_total"], values["g_img"] + 600 * (values["g_rec"] + values["g_eye_rec"]), rtol=1e-4)
+    # The generator was handed the clips' own openness (from their landmarks), not a draw of its own.
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+
+    dataset = TalkingFaceDataset(clips, None, frames=8, seed=0)
+    assert len(seen) == 1 and torch.equal(seen[0], collate_clips([dataset[0], dataset[1]])["openness"])
+
+
+def test_eye_settings_need_each_other(clips, tmp_path, eye_process):
+    with pytest.raises(T.ConfigError, match="eye_input=true"):
+        _tiny(clips, tmp_path, "lambda_eye_rec=600")
+    with pytest.raises(T.ConfigError, match="fit_eye_process.py"):
+        _tiny(clips, tmp_path, "eye_input=true")
+    cfg = _tiny(clips, tmp_path, "eye_input=true", f"eye_process={eye_process}")
+    generator, _ = T.build_models(cfg, T.loss_weights(cfg))
+    from speech_anim.models.eye_process import EyeProcess
+
+    fitted = EyeProcess.from_pretrained(str(eye_process)).state_dict()
+    assert all(torch.equal(fitted[k], v) for k, v in generator.eye_process.state_dict().items())
+    assert not any(p.requires_grad for p in generator.eye_process.parameters())  # sampled, never trained here
+
+
+def test_a_generator_started_from_one_without_eyes_starts_as_it_and_learns_them(clips, tmp_path, eye_process):
+    from speech_anim.models import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    source = Generator(GeneratorConfig(width=0.0625))
+    source.save_pretrained(tmp_path / "source")
+    cfg = _tiny(clips, tmp_path, "eye_input=true", f"eye_process={eye_process}", f"init_generator={tmp_path / 'source'}")
+    generator, _ = T.build_models(cfg, T.loss_weights(cfg))
+    generator.eval(), source.eval()
+    still, audio = torch.rand(1, 3, 128, 96) * 2 - 1, torch.randn(1, 6, 3200) * 0.1
+    noise = source.sample_noise(1, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = source(still, audio, noise=noise)
+        for openness in (torch.ones(1, 6), torch.full((1, 6), 0.4)):  # the closure's weights start at zero
+            torch.testing.assert_close(generator(still, audio, noise=noise, openness=openness), expected)
+    with pytest.raises(T.ConfigError, match="g_width"):
+        T.build_models(_tiny(clips, tmp_path, "g_width=0.125", f"init_generator={tmp_path / 'source'}"), T.loss_weights(cfg))
 
 
 def test_a_run_resumed_with_the_eye_discriminator_switched_on_starts_it_afresh(clips, tmp_path):

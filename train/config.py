@@ -51,6 +51,9 @@ class TrainConfig:
     d_width: float = 1.0
     audio_gru_layers: int = 1
     g_output: str = "frame"  # "frame" (paper) or "blend": decoded frame blended over the still by a learnt mask
+    eye_input: bool = False  # not in the paper: the decoder reads the eye openness (models/eye_process.py)
+    eye_process: str | None = None  # a fitted EyeProcess (train/fit_eye_process.py), copied into the generator
+    init_generator: str | None = None  # start G from this save_pretrained folder (new inputs at zero weight)
 
     # ---- objective (Eq. 7) and Table 5's ablations
     lambda_img: float = 1.0
@@ -66,6 +69,7 @@ class TrainConfig:
     lambda_eye_audio: float = 0.0  # not in the paper: losses.eye_audio_invariance_l1 (0 = off)
     lambda_texture: float = 0.0  # not in the paper: losses.upper_half_texture_excess (0 = off)
     lambda_decoded: float = 0.0  # not in the paper: losses.decoded_frame_l1, for g_output=blend (0 = off)
+    lambda_eye_rec: float = 0.0  # not in the paper: losses.eye_band_l1, for eye_input (0 = off)
     ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
 
     # ---- optimisation (paper §3.3)
@@ -108,6 +112,11 @@ class TrainConfig:
         if self.lambda_decoded > 0 and self.g_output != "blend":
             raise ConfigError(f"lambda_decoded ties the blend's decoded frame to the real one, and g_output={self.g_output!r} "
                               "has none: use g_output=blend or lambda_decoded=0")
+        if self.lambda_eye_rec > 0 and not self.eye_input:
+            raise ConfigError("lambda_eye_rec compares eyes drawn from the real openness, which needs eye_input=true")
+        if self.eye_input and not (self.eye_process or self.init_generator):
+            raise ConfigError("eye_input needs a fitted eye process: run train/fit_eye_process.py and pass "
+                              "eye_process=<its --out folder> (or init_generator=<a generator that has one>)")
         if self.blend_free_features and not self.lambda_blend > 0:
             raise ConfigError("blend_free_features shapes the lambda_blend penalty, which is off: set lambda_blend > 0 or drop blend_free_features")
         if self.threads < 0:

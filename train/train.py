@@ -47,6 +47,7 @@ from speech_anim.audio import SAMPLE_RATE, frame_audio, quiet_room
 from speech_anim.data import TalkingFaceDataset, collate_clips
 from speech_anim.errors import SpeechAnimError
 from speech_anim.models import Generator, GeneratorConfig
+from speech_anim.models.eye_process import EyeProcess
 from speech_anim.models.discriminators import (
     EyeDiscriminator,
     EyeDiscriminatorConfig,
@@ -126,13 +127,26 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
     return losses.LossWeights(img=cfg.lambda_img, sync=cfg.lambda_sync, seq=cfg.lambda_seq, rec=cfg.lambda_rec,
                               div=cfg.lambda_div, silent=cfg.lambda_silent, eye=cfg.lambda_eye,
                               blend=cfg.lambda_blend, eye_audio=cfg.lambda_eye_audio,
-                              texture=cfg.lambda_texture, decoded=cfg.lambda_decoded).ablate(*cfg.ablations)
+                              texture=cfg.lambda_texture, decoded=cfg.lambda_decoded,
+                              eye_rec=cfg.lambda_eye_rec).ablate(*cfg.ablations)
 
 
 def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
     """The generator and the discriminators the weights need ('img', 'seq', 'sync', 'eye'), in that
     order: checkpoints store them by position."""
-    generator = Generator(GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output))
+    generator = Generator(GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output,
+                                          eye_input=cfg.eye_input))
+    if cfg.init_generator:
+        source = start_from_pretrained(generator, cfg.init_generator)
+        if cfg.eye_input and not (cfg.eye_process or source.eye_input):
+            raise ConfigError(f"init_generator {cfg.init_generator} has no eye process to start eye_input from: "
+                              "pass eye_process=<a train/fit_eye_process.py folder>")
+    if cfg.eye_process:
+        generator.eye_process.load_state_dict(EyeProcess.from_pretrained(cfg.eye_process).state_dict())
+    if cfg.eye_input:
+        # Fitted beforehand (train/fit_eye_process.py) and only sampled at inference: training feeds
+        # the real clips' openness, so nothing here should move it.
+        generator.eye_process.requires_grad_(False)
     builders = {
         "img": lambda: FrameDiscriminator(FrameDiscriminatorConfig(width=cfg.d_width)),
         "seq": lambda: SequenceDiscriminator(SequenceDiscriminatorConfig(width=cfg.d_width)),
@@ -140,6 +154,32 @@ def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generat
         "eye": lambda: EyeDiscriminator(EyeDiscriminatorConfig(width=cfg.d_width)),
     }
     return generator, {name: build() for name, build in builders.items() if name in weights.discriminators}
+
+
+def start_from_pretrained(generator: Generator, checkpoint: str) -> GeneratorConfig:
+    """Copy a save_pretrained generator's weights into `generator`. Inputs that `generator` has and the
+    checkpoint lacks (eye_input's closure) start with zero weights, so it starts as the checkpoint did."""
+    source = Generator.from_pretrained(checkpoint)
+    ours, theirs = asdict(generator.config), asdict(source.config)
+    differing = [k for k in ours if k != "eye_input" and ours[k] != theirs[k]]
+    if differing:
+        raise ConfigError(f"init_generator {checkpoint} differs from this config in {', '.join(differing)}: "
+                          "use matching g_width / g_output / audio_gru_layers")
+    weights = source.state_dict()
+    with torch.no_grad():
+        for name, tensor in generator.state_dict().items():
+            if name not in weights:
+                continue
+            given = weights[name]
+            if given.shape == tensor.shape:
+                tensor.copy_(given)
+            elif name == "decoder.project.weight" and given.shape[1] < tensor.shape[1]:
+                tensor.zero_()
+                tensor[:, : given.shape[1]] = given  # the latent's new columns come last
+            else:
+                raise ConfigError(f"init_generator {checkpoint}: {name} is {tuple(given.shape)}, this generator's "
+                                  f"{tuple(tensor.shape)}")
+    return source.config
 
 
 def build_optimizers(cfg: TrainConfig, generator, discriminators) -> dict[str, torch.optim.Optimizer]:
@@ -195,6 +235,7 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
     logs = {}
     with accelerator.accumulate(generator, *discriminators.values()):
         unwrapped = accelerator.unwrap_model(generator)
+        openness = real_openness(unwrapped, batch)
         noise = unwrapped.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
         # Passes: (audio windows, noise) per video the step generates from the batch's stills.
         passes = {"speech": (audio, noise)}
@@ -213,14 +254,16 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         # term fell to 0.0004 in training while the same generator in eval mode opened the mouth to
         # quiet-room audio (0.035). In one batch every pass sees the statistics inference will use.
         windows, noises = (torch.cat(parts) for parts in zip(*passes.values()))
+        # Every pass has the real clip's eyes: they move much the same whether one speaks or not.
+        eyes = None if openness is None else openness.repeat(len(passes), 1)
         with accelerator.autocast():
             if weights.blend > 0 or weights.decoded > 0:  # the blend's layers are penalised too
                 videos, alpha, decoded = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises,
-                                                   return_layers=True)
+                                                   openness=eyes, return_layers=True)
                 masks = dict(zip(passes, alpha.float().chunk(len(passes))))
                 decoded_frames = dict(zip(passes, decoded.float().chunk(len(passes))))
             else:
-                videos = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises)
+                videos = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises, openness=eyes)
         generated = dict(zip(passes, videos.float().chunk(len(passes))))
         fake = generated["speech"]
         judged, seq_real, seq_audio, seq_mask = [fake], video, audio, mask  # what D_img and D_seq see
@@ -284,6 +327,8 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
                 terms["sync"] = losses.g_sync_loss(judges["sync"](*cut_sync_pairs(fake, audio, centres)).float())
         if weights.rec > 0:
             terms["rec"] = losses.lower_half_l1(fake, video, mask)
+        if weights.eye_rec > 0:  # the generator was given the real eyes' openness, so it can draw them
+            terms["eye_rec"] = losses.eye_band_l1(fake, video, mask)
         if weights.div > 0:
             terms["div"] = losses.upper_half_noise_diversity(fake, generated["other"], noise, passes["other"][1], mask,
                                                              eps=cfg.div_eps)
@@ -306,6 +351,11 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
             judge.requires_grad_(True)
     logs.update({f"g_{name}": value.detach() for name, value in terms.items()}, g_total=total.detach())
     return logs
+
+
+def real_openness(model: Generator, batch: dict) -> torch.Tensor | None:
+    """The batch's real eye openness (B x T) for a generator with eye_input, else None."""
+    return batch["openness"] if model.config.eye_input else None
 
 
 def silenced(video: torch.Tensor, still: torch.Tensor) -> torch.Tensor:
@@ -357,7 +407,7 @@ def validate(accelerator, cfg, generator, discriminators, loader, metrics=()) ->
         rng = torch.Generator().manual_seed(_seed(cfg.seed, index, accelerator.process_index, 2))
         noise = model.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
         with accelerator.autocast():
-            fake = model(still, audio, noise=noise).float()
+            fake = model(still, audio, noise=noise, openness=real_openness(model, batch)).float()
         columns = {"val/l1_lower": torch.stack([losses.lower_half_l1(f, v, m) for f, v, m in zip(fake, video, mask)])}
         lengths = batch["lengths"].tolist()
         # The AV metrics (av_confidence, ...) need each clip's sound: raw audio cut to the clip's frames.
@@ -434,8 +484,9 @@ def write_samples(accelerator, cfg, generator, batch, step: int, tracker) -> Pat
     still, video, audio = (batch[k].to(accelerator.device) for k in ("still", "video", "audio"))
     rng = torch.Generator().manual_seed(_seed(cfg.seed, 3))
     noise = model.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
+    openness = real_openness(model, batch)
     with accelerator.autocast():
-        fake = model(still, audio, noise=noise).float()
+        fake = model(still, audio, noise=noise, openness=None if openness is None else openness.to(video.device)).float()
     model.train()
     rows = []
     for real_clip, fake_clip, length in zip(video, fake, batch["lengths"].tolist()):

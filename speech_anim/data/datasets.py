@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..audio import frame_audio
+from ..blinks import eye_openness
 from .preprocess import clip_path, decode_frames, scan_clips
 from .readers import DatasetError, paper_split
 
@@ -25,6 +26,9 @@ from .readers import DatasetError, paper_split
 # further, so no window overlaps its in-sync counterpart) and at most `max_shift` frames.
 MIN_SHIFT = 5
 MAX_SHIFT = 25
+# The still is drawn among frames whose eyes are at least this open (blinks.eye_openness): a photo to
+# animate has open eyes, and a still caught mid-blink would ask the generator to open them.
+OPEN_STILL = 0.9
 SPLIT_NAMES = ("train", "val", "test", "unseen")
 PAPER_SPLIT_NAMES = ("paper-train", "paper-val", "paper-test")
 
@@ -59,7 +63,8 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
 
     Items are dicts: still (3, 128, 96) and video (T, 3, 128, 96) float32 in [-1, 1]; audio and
     audio_shifted (T, 3200) float32; shift (frames); raw_audio (T * 16000 / fps,) float32;
-    landmarks (T, 68, 2) float32 crop pixels; length, start (first frame in the clip), fps,
+    landmarks (T, 68, 2) float32 crop pixels; openness (T,) float32 (`blinks.eye_openness` of the
+    whole clip, 1 = its open eyes); length, start (first frame in the clip), fps,
     mirrored, id, speaker.
     """
 
@@ -125,7 +130,9 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         total = len(offsets) - 1
         length = total if self.frames is None else self.frames
         start = int(rng.integers(0, total - length + 1))
-        still_index = int(rng.integers(0, total))
+        openness_all = eye_openness(landmarks_all)
+        open_frames = np.flatnonzero(openness_all >= OPEN_STILL)
+        still_index = int(rng.choice(open_frames)) if len(open_frames) else int(rng.integers(0, total))
         frames = decode_frames(data, offsets, [*range(start, start + length), still_index])
         video, still = frames[:length], frames[length]
         landmarks = landmarks_all[start : start + length].astype(np.float32)
@@ -154,6 +161,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             "shift": shift,
             "raw_audio": torch.from_numpy(raw),
             "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks)),
+            "openness": torch.from_numpy(np.ascontiguousarray(openness_all[start : start + length])),
             "length": length,
             "start": start,
             "fps": fps,
@@ -201,10 +209,11 @@ def collate_clips(items: list[dict]) -> dict:
         "lengths": lengths,
         "mask": torch.arange(longest)[None, :] < lengths[:, None],
     }
-    for key in ("video", "audio", "audio_shifted", "landmarks", "raw_audio"):
+    for key in ("video", "audio", "audio_shifted", "landmarks", "openness", "raw_audio"):
         tensors = [item[key] for item in items]
         size = longest if key != "raw_audio" else max(len(t) for t in tensors)
-        out = tensors[0].new_zeros((len(tensors), size, *tensors[0].shape[1:]))
+        fill = tensors[0].new_ones if key == "openness" else tensors[0].new_zeros  # padding: open eyes
+        out = fill((len(tensors), size, *tensors[0].shape[1:]))
         for i, tensor in enumerate(tensors):
             out[i, : len(tensor)] = tensor
         batch[key] = out

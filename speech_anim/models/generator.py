@@ -5,6 +5,10 @@
     N(0, 0.6) noise    --NoiseGenerator---> z_n (10 per frame, GRU)         streaming, stateful
     [z_c, z_id, z_n]   --FrameDecoder-----> frames (B×T×3×128×96, tanh)     all B·T frames in one batch
 
+With `eye_input=True` (not in the paper) the decoder also reads each frame's eye closure 1 - o_t, where
+o_t is the eye openness: the real clip's in training, drawn from the learnt `EyeProcess` at inference
+(models/eye_process.py explains why).
+
 With `output="blend"` (not in the paper) the decoder also emits a per-pixel mask α and each frame is
 α·decoded + (1-α)·still: the still's pixels pass through wherever the face does not move, so the
 identity is right from the first step and training spends itself on the mouth and eyes. The paper's
@@ -23,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import AudioError, ImageError
+from .eye_process import EyeProcess, EyeProcessConfig
 from .hub import SafeHubMixin
 
 FRAME_HEIGHT, FRAME_WIDTH = 128, 96
@@ -52,6 +57,7 @@ class GeneratorConfig:
     fps: float = 25.0
     window_samples: int = 3200  # 0.2 s of audio per video frame (Eq. 1)
     output: str = "frame"  # "frame": the paper's decoder; "blend": decoded frame blended over the still
+    eye_input: bool = False  # not the paper: the decoder reads the eye openness, drawn by an EyeProcess
 
     def __post_init__(self):
         if not self.width > 0:
@@ -77,13 +83,15 @@ class GeneratorState:
     content: torch.Tensor | None = None  # layers×B×content_dim
     noise: torch.Tensor | None = None  # 1×B×noise_dim
     still: torch.Tensor | None = None  # B×3×H×W, kept for output="blend"
+    eyes: tuple | None = None  # the EyeProcess's (hidden, last level), for eye_input
 
     def detach(self) -> "GeneratorState":
         """Cut the autograd graph (truncated back-propagation through time)."""
         content = None if self.content is None else self.content.detach()
         noise = None if self.noise is None else self.noise.detach()
         still = None if self.still is None else self.still.detach()
-        return GeneratorState(self.z_id.detach(), [s.detach() for s in self.skips], content, noise, still)
+        eyes = None if self.eyes is None else tuple(t.detach() for t in self.eyes)
+        return GeneratorState(self.z_id.detach(), [s.detach() for s in self.skips], content, noise, still, eyes)
 
 
 def _conv_bn_relu(conv: nn.Module, channels: int, dims: int = 2) -> nn.Sequential:
@@ -176,7 +184,7 @@ class FrameDecoder(nn.Module):
     def __init__(self, config: GeneratorConfig):
         super().__init__()
         channels = [config.channels(c) for c in reversed(ENCODER_CHANNELS)]  # 1024 … 64
-        latent = config.content_dim + config.id_dim + config.noise_dim
+        latent = config.content_dim + config.id_dim + config.noise_dim + int(config.eye_input)
         self.start = (FRAME_HEIGHT >> len(ENCODER_CHANNELS), FRAME_WIDTH >> len(ENCODER_CHANNELS))
         self.project = nn.Linear(latent, channels[0] * self.start[0] * self.start[1], bias=False)
         self.project_norm = nn.BatchNorm2d(channels[0])
@@ -230,6 +238,7 @@ class Generator(nn.Module, SafeHubMixin):
         self.content_encoder = ContentEncoder(config)
         self.noise_generator = NoiseGenerator(config)
         self.decoder = FrameDecoder(config)
+        self.eye_process = EyeProcess(EyeProcessConfig(fps=config.fps)) if config.eye_input else None
         self.apply(_init_weights)
         if config.output == "blend":
             nn.init.constant_(self.decoder.to_rgb.bias[3], BLEND_MASK_BIAS)
@@ -248,10 +257,13 @@ class Generator(nn.Module, SafeHubMixin):
 
     def forward(self, still: torch.Tensor | None, audio: torch.Tensor, noise: torch.Tensor | None = None,
                 state: GeneratorState | None = None, return_state: bool = False,
-                generator: torch.Generator | None = None, return_layers: bool = False):
+                generator: torch.Generator | None = None, return_layers: bool = False,
+                openness: torch.Tensor | None = None):
         """Frames B×T×3×128×96 for audio windows B×T×window_samples.
 
-        `noise` (B×T×noise_dim) defaults to `sample_noise(B, T, generator)`. With `state` (from a
+        `noise` (B×T×noise_dim) defaults to `sample_noise(B, T, generator)`. With eye_input, `openness`
+        (B×T, 1 = open) defaults to the eye process's draw from `generator` (after the noise's, if that
+        is drawn too; pass `noise` to draw chunk-invariant eyes from `generator`). With `state` (from a
         previous chunk's `return_state=True`, or `init_state`) the still is not encoded again and may be
         None; the returned state continues the clip. `return_layers` (output="blend" only) also returns the
         blend mask α (B×T×1×128×96) and the decoded frames it blends over the still (B×T×3×128×96), after
@@ -273,13 +285,25 @@ class Generator(nn.Module, SafeHubMixin):
         elif tuple(noise.shape) != (batch, frames, self.config.noise_dim):
             raise ValueError(f"noise must be {batch}×{frames}×{self.config.noise_dim}, got {tuple(noise.shape)}")
 
+        eye_state = state.eyes
+        if not self.config.eye_input:
+            if openness is not None:
+                raise ValueError("this generator has no eye input (eye_input=False): drop the openness")
+        elif openness is None:
+            openness, eye_state = self.eye_process.sample(batch, frames, generator, state.eyes)
+        elif tuple(openness.shape) != (batch, frames):
+            raise ValueError(f"openness must be {batch}×{frames}, got {tuple(openness.shape)}")
+
         z_c, content_state = self.content_encoder(audio, state.content)
         z_n, noise_state = self.noise_generator(noise.to(z_c), state.noise)
         z_id = state.z_id[:, None].expand(batch, frames, -1)
-        video = self.decoder(torch.cat([z_c, z_id, z_n], dim=-1), state.skips, state.still, return_layers=return_layers)
+        parts = [z_c, z_id, z_n]
+        if self.config.eye_input:  # closure, so that open eyes (the still's) add nothing
+            parts.append((1.0 - openness.to(z_c))[..., None])
+        video = self.decoder(torch.cat(parts, dim=-1), state.skips, state.still, return_layers=return_layers)
         if not return_state:
             return video
-        state = GeneratorState(state.z_id, state.skips, content_state, noise_state, state.still)
+        state = GeneratorState(state.z_id, state.skips, content_state, noise_state, state.still, eye_state)
         return (*video, state) if return_layers else (video, state)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,125 @@
+"""Screen a generator's eyes and silent mouth on validation clips, in a few minutes of one CPU core.
+
+    python scripts/screen_eyes.py runs/cpu-small-eyes/checkpoints/step_00000600 [--clips 20]
+    python scripts/screen_eyes.py runs/cpu-small-eyes/best --json runs/screen_best.json
+
+CHECKPOINT is a `save_pretrained` folder or one of train.py's `checkpoints/step_*` folders (its run's
+config.yaml gives the generator's sizes). Printed, on the first N clips of the s1 validation split
+(stills: each clip's first frame, as in scripts/evaluate_model.sh):
+
+- rendering (eye_input generators): the generator given each real clip's own eye openness; how
+  closely the openness read off its frames follows the real one (correlation), and how many of the
+  real clips' blinks it reproduces (blinks.match_blinks);
+- blinks: the animation as a user gets it (the eye process's draw, seed 0), blinks per second and
+  median duration by `blinks.video_blinks`, beside the real clips';
+- quiet room: 8 s of faint pink noise (tests/test_default_model.py's): blinks, and how far the mouth
+  opens beyond the still's (95th percentile of the inner-lip gap, pixels);
+- seeds: the mean upper-face difference between seeds 0 and 1 on the first clip (grey levels).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from speech_anim import Animator, audio
+from speech_anim.blinks import detect_blinks, eye_openness, match_blinks, video_blinks
+from speech_anim.data.datasets import read_split, split_file
+from speech_anim.data.preprocess import clip_path, decode_frames
+from speech_anim.face import crop_landmarks, inner_lip_gap
+from speech_anim.models import Generator, GeneratorConfig
+
+
+def load_generator(checkpoint: Path) -> Generator:
+    if (checkpoint / "config.json").is_file():
+        return Generator.from_pretrained(str(checkpoint))
+    run_config = checkpoint.parent.parent / "config.yaml"
+    if not (checkpoint / "model.safetensors").is_file() or not run_config.is_file():
+        sys.exit(f"screen_eyes: {checkpoint} is neither a save_pretrained folder nor a train.py checkpoint")
+    cfg = yaml.safe_load(run_config.read_text())
+    generator = Generator(GeneratorConfig(width=cfg["g_width"], audio_gru_layers=cfg["audio_gru_layers"],
+                                          output=cfg["g_output"], eye_input=cfg.get("eye_input", False)))
+    generator.load_state_dict(load_file(checkpoint / "model.safetensors"))  # accelerate's file of the first model, G
+    return generator
+
+
+def read_clip(data: Path, clip_id: str):
+    with np.load(clip_path(data, clip_id)) as clip:
+        frames = decode_frames(clip["frames"], clip["frame_offsets"])
+        sound = clip["audio"].astype(np.float32) / 32768.0
+        openness = eye_openness(clip["landmarks"])
+    return frames, sound, openness
+
+
+def blink_table(stats) -> tuple[float, float, int]:
+    durations = np.concatenate([s.durations for s in stats])
+    seconds = sum(s.num_frames for s in stats) / 25.0
+    return len(durations) / seconds, float(np.median(durations)) if len(durations) else float("nan"), len(durations)
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--data", type=Path, default=Path("/work/data_cache/grid"))
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--clips", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    generator = load_generator(args.checkpoint).eval()
+    animator = Animator(generator, device="cpu")
+    ids = [i for i in read_split(split_file("grid", args.split)) if clip_path(args.data, i).is_file()][: args.clips]
+    clips = [read_clip(args.data, i) for i in ids]
+    report = {"checkpoint": str(args.checkpoint), "clips": len(ids)}
+
+    real = [detect_blinks(eye_openness(crop_landmarks(frames)), 25.0) for frames, _, _ in clips]
+    if generator.config.eye_input:
+        correlations, matched, found = [], 0, 0
+        for (frames, sound, openness), real_stats in zip(clips, real):
+            still = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+            windows = torch.from_numpy(audio.frame_audio(sound, 25.0, frames=len(frames)))[None]
+            noise = generator.sample_noise(1, len(frames), generator=torch.Generator().manual_seed(0))
+            video = generator(still, windows, noise=noise, openness=torch.from_numpy(openness)[None])
+            rendered = video[0].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            drawn = eye_openness(crop_landmarks(rendered))
+            correlations.append(np.corrcoef(drawn, openness)[0, 1])
+            ours = detect_blinks(drawn, 25.0)
+            matched += match_blinks([(b.start, b.end) for b in ours.blinks], [(b.start, b.end) for b in real_stats.blinks])[0]
+            found += len(real_stats.blinks)
+        report["rendering"] = {"openness_correlation": float(np.nanmean(correlations)), "real_blinks_reproduced": matched,
+                               "real_blinks": found}
+        print(f"rendering: openness read off the frames follows the real one with r = {np.nanmean(correlations):.2f}; "
+              f"{matched} of the {found} real blinks reproduced")
+
+    animated = [video_blinks(animator.animate_crop(frames[0], (sound, 16000), seed=0), fps=25.0) for frames, sound, _ in clips]
+    for name, stats in (("real clips", real), ("animated", animated)):
+        rate, median, count = blink_table(stats)
+        report[f"blinks_{name.split()[0]}"] = {"per_second": rate, "median_duration": median, "count": count}
+        print(f"blinks, {name}: {rate:.3f}/s, median {median:.2f} s ({count} in {len(stats)} clips)")
+
+    still = clips[0][0][0]
+    quiet = audio.quiet_room(8 * 16000, 1e-3, np.random.default_rng(0))
+    silent = animator.animate_crop(still, (quiet, 16000), seed=0)
+    gap = inner_lip_gap(crop_landmarks(silent))
+    opening = float(np.percentile(gap, 95) - inner_lip_gap(crop_landmarks(still[None]))[0])
+    silent_blinks = len(video_blinks(silent, fps=25.0).blinks)
+    report["quiet_room"] = {"blinks": silent_blinks, "mouth_opening_p95": opening}
+    print(f"quiet room, 8 s: {silent_blinks} blinks, mouth {opening:.2f} px beyond the still's (95th percentile)")
+
+    frames, sound, _ = clips[0]
+    a, b = (animator.animate_crop(frames[0], (sound, 16000), seed=s).astype(np.float32) for s in (0, 1))
+    seeds = float(np.abs(a[:, :64] - b[:, :64]).mean())
+    report["seed_upper_difference"] = seeds
+    print(f"seeds 0 and 1: upper faces differ by {seeds:.2f} grey levels on average")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Fit the eye process (speech_anim/models/eye_process.py) to the eye openness of real clips.
+
+    python train/fit_eye_process.py --data ../data_cache/grid --out runs/eye-process
+    python train/train.py --config train/configs/cpu-small-eyes.yaml eye_process=runs/eye-process ...
+
+Maximum likelihood: each frame's openness level given the ones before it. The training sequences are
+chains of randomly ordered whole clips, so the model learns eyes that go on blinking for as long as it
+is sampled (a GRID clip is 3 s; an animation may last minutes) and cannot learn where a sentence starts.
+It prints the blink statistics (`blinks.detect_blinks` on the curves themselves) of real validation
+clips beside those of sampled curves: the rate and durations a rendered video can reach at best.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from speech_anim.blinks import detect_blinks, eye_openness  # noqa: E402
+from speech_anim.data.datasets import TalkingFaceDataset  # noqa: E402
+from speech_anim.data.preprocess import clip_path  # noqa: E402
+from speech_anim.models.eye_process import EyeProcess, EyeProcessConfig  # noqa: E402
+
+
+def clip_openness(root, split) -> list[np.ndarray]:
+    """The openness curve of every clip of `split` (read from the landmarks; no frame is decoded)."""
+    dataset = TalkingFaceDataset(root, split)
+    curves = []
+    for entry in dataset.clips:
+        with np.load(clip_path(Path(root), entry["id"])) as clip:
+            curves.append(eye_openness(clip["landmarks"]))
+    return curves
+
+
+def chains(curves: list[np.ndarray], batch: int, clips_per_chain: int, rng: np.random.Generator) -> torch.Tensor:
+    """B sequences, each `clips_per_chain` random clips end to end, cut to the shortest chain."""
+    picks = [np.concatenate([curves[i] for i in rng.integers(0, len(curves), clips_per_chain)]) for _ in range(batch)]
+    length = min(len(p) for p in picks)
+    return torch.from_numpy(np.stack([p[:length] for p in picks]))
+
+
+def blink_summary(curves, fps: float) -> tuple[float, float, int]:
+    """Blinks per second and median duration (s) over a list of openness curves, and the blink count."""
+    stats = [detect_blinks(c, fps) for c in curves]
+    durations = np.concatenate([s.durations for s in stats]) if stats else np.zeros(0)
+    seconds = sum(len(c) for c in curves) / fps
+    return len(durations) / seconds, float(np.median(durations)) if len(durations) else float("nan"), len(durations)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../data_cache/grid", help="output of `speech-anim preprocess`")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--val-split", default="val")
+    parser.add_argument("--out", default="runs/eye-process")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--clips-per-chain", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    train, val = clip_openness(args.data, args.train_split), clip_openness(args.data, args.val_split)
+    model = EyeProcess(EyeProcessConfig())
+    optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.steps)
+    val_batch = chains(val, 64, args.clips_per_chain, np.random.default_rng(1))
+    print(f"{len(train)} train and {len(val)} validation clips")
+    started = time.time()
+    for step in range(1, args.steps + 1):
+        loss = model.nll(chains(train, args.batch, args.clips_per_chain, rng))
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        if step % 250 == 0 or step == args.steps:
+            with torch.no_grad():
+                val_nll = model.nll(val_batch).item()
+            print(f"step {step}: train nll {loss.item():.3f}, val nll {val_nll:.3f} nats/frame ({time.time() - started:.0f} s)")
+
+    model.eval()
+    fps = model.config.fps
+    draw = torch.Generator().manual_seed(args.seed)
+    clips, _ = model.sample(400, 75, draw)
+    long, _ = model.sample(50, 10 * int(fps), draw)
+    real = blink_summary(val, fps)
+    print(f"real validation clips:  {real[0]:.3f} blinks/s, median {real[1]:.2f} s ({real[2]} blinks)")
+    for name, curves in (("sampled 3 s clips", clips), ("sampled 10 s clips", long)):
+        rate, median, count = blink_summary(list(curves.numpy()), fps)
+        print(f"{name}: {rate:.3f} blinks/s, median {median:.2f} s ({count} blinks)")
+    model.save_pretrained(args.out)
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
