@@ -28,7 +28,7 @@ import yaml
 from safetensors.torch import load_file
 
 from speech_anim import Animator, audio
-from speech_anim.blinks import detect_blinks, eye_openness, match_blinks, video_blinks
+from speech_anim.blinks import detect_blinks, eye_openness, match_blinks, pooled_rate, video_blinks
 from speech_anim.data.datasets import read_split, split_file
 from speech_anim.data.preprocess import clip_path, decode_frames
 from speech_anim.face import crop_landmarks, inner_lip_gap
@@ -54,12 +54,6 @@ def read_clip(data: Path, clip_id: str):
         sound = clip["audio"].astype(np.float32) / 32768.0
         openness = eye_openness(clip["landmarks"])
     return frames, sound, openness
-
-
-def blink_table(stats) -> tuple[float, float, int]:
-    durations = np.concatenate([s.durations for s in stats])
-    seconds = sum(s.num_frames for s in stats) / 25.0
-    return len(durations) / seconds, float(np.median(durations)) if len(durations) else float("nan"), len(durations)
 
 
 @torch.inference_mode()
@@ -99,7 +93,7 @@ def main() -> None:
 
     animated = [video_blinks(animator.animate_crop(frames[0], (sound, 16000), seed=0), fps=25.0) for frames, sound, _ in clips]
     for name, stats in (("real clips", real), ("animated", animated)):
-        rate, median, count = blink_table(stats)
+        rate, median, count = pooled_rate(stats)
         report[f"blinks_{name.split()[0]}"] = {"per_second": rate, "median_duration": median, "count": count}
         print(f"blinks, {name}: {rate:.3f}/s, median {median:.2f} s ({count} in {len(stats)} clips)")
 

@@ -167,6 +167,15 @@ def detect_blinks(
     )
 
 
+def pooled_rate(stats: list[BlinkStats]) -> tuple[float, float, int]:
+    """Blinks per second, median duration (s; nan without blinks) and count over several videos'
+    stats together, as a corpus is summarised: each blink counts once, however long its video."""
+    durations = np.concatenate([s.durations for s in stats]) if stats else np.zeros(0)
+    seconds = sum(s.num_frames / s.fps for s in stats)
+    median = float(np.median(durations)) if len(durations) else float("nan")
+    return (len(durations) / seconds if seconds else 0.0), median, len(durations)
+
+
 def _find_blinks(ear, finite, min_drop, min_rise, max_closed, walk) -> list[Blink]:
     padded = np.where(finite, ear, np.inf)
     # Local minima (a flat bottom counts once, at its first frame).

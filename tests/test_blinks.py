@@ -192,3 +192,12 @@ def test_video_errors(tmp_path):
         video_blinks(np.zeros((3, 10, 10), np.uint8))
     with pytest.raises(BlinkError, match="no face"):
         video_blinks(np.full((3, 120, 160, 3), 90, np.uint8))
+
+
+def test_pooled_rate_counts_every_blink_once_over_all_videos():
+    one = detect_blinks(curve(75, [(30, 4, 0.15)]), 25.0)  # 3 s, one blink
+    two = detect_blinks(curve(125, [(30, 4, 0.15), (90, 4, 0.15)], seed=1), 25.0)  # 5 s, two
+    rate, median, count = blinks.pooled_rate([one, two])
+    assert count == 3 and rate == pytest.approx(3 / 8)
+    assert median == pytest.approx(np.median(np.concatenate([one.durations, two.durations])))
+    assert blinks.pooled_rate([detect_blinks(curve(50), 25.0)])[2] == 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from speech_anim.blinks import detect_blinks
+from speech_anim.blinks import detect_blinks, pooled_rate
 from speech_anim.models.eye_process import EyeProcess, EyeProcessConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,9 +27,8 @@ def synthetic_curves(count: int, frames: int, rate: float, blink_frames: int, se
 
 
 def blink_rate(curves: torch.Tensor) -> tuple[float, float]:
-    stats = [detect_blinks(c.numpy(), 25.0) for c in curves]
-    durations = np.concatenate([s.durations for s in stats])
-    return len(durations) / (curves.numel() / 25.0), float(np.median(durations))
+    rate, median, _ = pooled_rate([detect_blinks(c.numpy(), 25.0) for c in curves])
+    return rate, median
 
 
 def test_levels_cover_the_openness_range_and_round_trip():

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speech_anim.blinks import detect_blinks, eye_openness  # noqa: E402
+from speech_anim.blinks import detect_blinks, eye_openness, pooled_rate  # noqa: E402
 from speech_anim.data.datasets import TalkingFaceDataset  # noqa: E402
 from speech_anim.data.preprocess import clip_path  # noqa: E402
 from speech_anim.models.eye_process import EyeProcess, EyeProcessConfig  # noqa: E402
@@ -41,14 +41,6 @@ def chains(curves: list[np.ndarray], batch: int, clips_per_chain: int, rng: np.r
     picks = [np.concatenate([curves[i] for i in rng.integers(0, len(curves), clips_per_chain)]) for _ in range(batch)]
     length = min(len(p) for p in picks)
     return torch.from_numpy(np.stack([p[:length] for p in picks]))
-
-
-def blink_summary(curves, fps: float) -> tuple[float, float, int]:
-    """Blinks per second and median duration (s) over a list of openness curves, and the blink count."""
-    stats = [detect_blinks(c, fps) for c in curves]
-    durations = np.concatenate([s.durations for s in stats]) if stats else np.zeros(0)
-    seconds = sum(len(c) for c in curves) / fps
-    return len(durations) / seconds, float(np.median(durations)) if len(durations) else float("nan"), len(durations)
 
 
 def main(argv=None) -> int:
@@ -90,10 +82,10 @@ def main(argv=None) -> int:
     draw = torch.Generator().manual_seed(args.seed)
     clips, _ = model.sample(400, 75, draw)
     long, _ = model.sample(50, 10 * int(fps), draw)
-    real = blink_summary(val, fps)
+    real = pooled_rate([detect_blinks(c, fps) for c in val])
     print(f"real validation clips:  {real[0]:.3f} blinks/s, median {real[1]:.2f} s ({real[2]} blinks)")
     for name, curves in (("sampled 3 s clips", clips), ("sampled 10 s clips", long)):
-        rate, median, count = blink_summary(list(curves.numpy()), fps)
+        rate, median, count = pooled_rate([detect_blinks(c, fps) for c in curves.numpy()])
         print(f"{name}: {rate:.3f} blinks/s, median {median:.2f} s ({count} blinks)")
     model.save_pretrained(args.out)
     print(f"saved {args.out}")

@@ -37,6 +37,10 @@ OUTPUTS = ("frame", "blend")
 # Blend mask starts at sigmoid(-2) ≈ 0.12: the first frames are nearly the still, not grey noise.
 BLEND_MASK_BIAS = -2.0
 SKIP_LEVELS = 4
+# The eye maps (FrameDecoder, eye_input) are stored divided by this gain, as StyleGAN's equalised
+# learning rate stores its weights: Adam moves a parameter by about lr per step whatever its gradient,
+# and at lr 1e-4 a map that must grow to the size of the features (about 1) would take 10^4 steps.
+EYE_MAP_GAIN = 50.0
 AUDIO_CHANNELS = (16, 32, 64, 128, 256, 512)
 
 
@@ -197,6 +201,16 @@ class FrameDecoder(nn.Module):
         )
         self.blend = config.output == "blend"
         self.to_rgb = nn.ConvTranspose2d(channels[-1], 4 if self.blend else 3, 4, stride=2, padding=1)
+        if config.eye_input:
+            # The closure also enters every scale as closure × a learnt map (C×h×w) added to the decoder's
+            # features: through the 4×3 latent alone one number hardly moved the lids in 200 CPU steps,
+            # while a map per scale gets a gradient at every pixel of the eyes. Zero at first, so a
+            # generator started from one without eyes draws what it drew.
+            sizes = [(c, self.start[0] << i, self.start[1] << i) for i, c in enumerate(channels[:SKIP_LEVELS])]
+            sizes.append((channels[-1], FRAME_HEIGHT // 2, FRAME_WIDTH // 2))  # the input of to_rgb
+            self.eye_maps = nn.ParameterList(nn.Parameter(torch.zeros(size)) for size in sizes)
+        else:
+            self.eye_maps = None
 
     def encode_skips(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-clip skip contributions from the identity encoder's maps (coarsest first)."""
@@ -204,17 +218,23 @@ class FrameDecoder(nn.Module):
         return [conv(m) for conv, m in zip(self.fuse_skip, deepest)]
 
     def forward(self, latent: torch.Tensor, skips: list[torch.Tensor], still: torch.Tensor | None = None,
-                return_layers: bool = False):
+                return_layers: bool = False, closure: torch.Tensor | None = None):
         """Frames B×T×3×H×W; with `return_layers` (blend only) also the blend mask α, B×T×1×H×W, and the
-        decoded frame it lets through, B×T×3×H×W."""
+        decoded frame it lets through, B×T×3×H×W. `closure` (B×T, eye_input only): 1 - eye openness."""
         batch, frames, _ = latent.shape
         x = self.project(latent.reshape(batch * frames, -1)).view(batch * frames, -1, *self.start)
         x = torch.relu(self.project_norm(x))
-        for fuse_x, skip, norm, up in zip(self.fuse_x, skips, self.fuse_norm, self.up):
+        eyes = ([None] * (SKIP_LEVELS + 1) if closure is None
+                else [closure.reshape(-1, 1, 1, 1) * (EYE_MAP_GAIN * m) for m in self.eye_maps])
+        for fuse_x, skip, norm, up, eye in zip(self.fuse_x, skips, self.fuse_norm, self.up, eyes):
+            if eye is not None:
+                x = x + eye
             y = fuse_x(x)
             # Broadcast the clip's skip over its frames without copying it T times.
             y = (y.view(batch, frames, *y.shape[1:]) + skip[:, None]).view_as(y)
             x = up(torch.relu(norm(y)))
+        if eyes[-1] is not None:
+            x = x + eyes[-1]
         out = self.to_rgb(x).view(batch, frames, -1, FRAME_HEIGHT, FRAME_WIDTH)
         if not self.blend:
             return torch.tanh(out)
@@ -297,10 +317,12 @@ class Generator(nn.Module, SafeHubMixin):
         z_c, content_state = self.content_encoder(audio, state.content)
         z_n, noise_state = self.noise_generator(noise.to(z_c), state.noise)
         z_id = state.z_id[:, None].expand(batch, frames, -1)
-        parts = [z_c, z_id, z_n]
+        parts, closure = [z_c, z_id, z_n], None
         if self.config.eye_input:  # closure, so that open eyes (the still's) add nothing
-            parts.append((1.0 - openness.to(z_c))[..., None])
-        video = self.decoder(torch.cat(parts, dim=-1), state.skips, state.still, return_layers=return_layers)
+            closure = 1.0 - openness.to(z_c)
+            parts.append(closure[..., None])
+        video = self.decoder(torch.cat(parts, dim=-1), state.skips, state.still, return_layers=return_layers,
+                             closure=closure)
         if not return_state:
             return video
         state = GeneratorState(state.z_id, state.skips, content_state, noise_state, state.still, eye_state)
