@@ -258,6 +258,24 @@ def test_a_generator_started_from_one_without_eyes_starts_as_it_and_learns_them(
         T.build_models(_tiny(clips, tmp_path, "g_width=0.125", f"init_generator={tmp_path / 'source'}"), T.loss_weights(cfg))
 
 
+def test_eyes_only_trains_the_eye_maps_and_leaves_the_rest_of_the_generator(clips, accelerator, tmp_path, eye_process):
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+
+    cfg = _tiny(clips, tmp_path, "eye_input=true", f"eye_process={eye_process}", "lambda_eye_rec=600", "eyes_only=true",
+                "ablations=[no-seq,no-sync]")
+    generator, discriminators = T.build_models(cfg, T.loss_weights(cfg))
+    optimizers = T.build_optimizers(cfg, generator, discriminators)
+    generator, d_img, opt_g, opt_img = accelerator.prepare(generator, discriminators["img"], optimizers["G"], optimizers["img"])
+    before = {name: p.detach().clone() for name, p in generator.named_parameters()}
+    dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0)
+    T.train_step(accelerator, cfg, T.loss_weights(cfg), generator, {"img": d_img}, {"G": opt_g, "img": opt_img},
+                 collate_clips([dataset[0], dataset[1]]), torch.Generator().manual_seed(0))
+    changed = {name for name, p in generator.named_parameters() if not torch.equal(before[name], p)}
+    assert changed and all(name.startswith("decoder.eye_maps.") for name in changed), changed
+    with pytest.raises(T.ConfigError, match="eye_input=true"):
+        _tiny(clips, tmp_path, "eyes_only=true")
+
+
 def test_a_run_resumed_with_the_eye_discriminator_switched_on_starts_it_afresh(clips, tmp_path):
     run_dir = tmp_path / "run"
     first = subprocess.run(_command(clips, run_dir, "batch_size=1", "max_steps=2", "save_every=2"),

@@ -54,6 +54,7 @@ class TrainConfig:
     eye_input: bool = False  # not in the paper: the decoder reads the eye openness (models/eye_process.py)
     eye_process: str | None = None  # a fitted EyeProcess (train/fit_eye_process.py), copied into the generator
     init_generator: str | None = None  # start G from this save_pretrained folder (new inputs at zero weight)
+    eyes_only: bool = False  # train only G's eye maps (eye_input): what init_generator learnt stays as it was
 
     # ---- objective (Eq. 7) and Table 5's ablations
     lambda_img: float = 1.0
@@ -114,6 +115,8 @@ class TrainConfig:
                               "has none: use g_output=blend or lambda_decoded=0")
         if self.lambda_eye_rec > 0 and not self.eye_input:
             raise ConfigError("lambda_eye_rec compares eyes drawn from the real openness, which needs eye_input=true")
+        if self.eyes_only and not self.eye_input:
+            raise ConfigError("eyes_only trains the generator's eye maps, which need eye_input=true")
         if self.eye_input and not (self.eye_process or self.init_generator):
             raise ConfigError("eye_input needs a fitted eye process: run train/fit_eye_process.py and pass "
                               "eye_process=<its --out folder> (or init_generator=<a generator that has one>)")

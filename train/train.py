@@ -147,6 +147,10 @@ def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generat
         # Fitted beforehand (train/fit_eye_process.py) and only sampled at inference: training feeds
         # the real clips' openness, so nothing here should move it.
         generator.eye_process.requires_grad_(False)
+    if cfg.eyes_only:
+        # The lips, identity and sync of init_generator stay as they were; only the closure's maps learn.
+        generator.requires_grad_(False)
+        generator.decoder.eye_maps.requires_grad_(True)
     builders = {
         "img": lambda: FrameDiscriminator(FrameDiscriminatorConfig(width=cfg.d_width)),
         "seq": lambda: SequenceDiscriminator(SequenceDiscriminatorConfig(width=cfg.d_width)),
