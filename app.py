@@ -91,10 +91,10 @@ def build_demo(checkpoint: str | None = None, concurrency_limit: int | None = No
         )
         if checkpoint_label(default).endswith("(packaged)"):
             gr.Markdown(
-                "The packaged model (`grid-s1`) was trained for 22 minutes on a CPU, mostly on one GRID "
-                "speaker: the lips follow the speech, but **it does not blink yet**, the seed changes next to "
-                "nothing (it learnt to ignore its noise), and it moves the mouth of faces unlike its training "
-                "speakers less than it should (see `model_card.md`).",
+                "The packaged model (`grid-s1`) was trained for about an hour on a CPU, mostly on one GRID "
+                "speaker: the lips follow the speech and the eyes blink (a learnt eye process draws when, so "
+                "the seed changes the blinks), but the brows and head stay as in the photo, and it moves the "
+                "mouth of faces unlike its training speakers less than it should (see `model_card.md`).",
                 elem_id="model-note",
             )
         if default is None:

@@ -1,6 +1,7 @@
 """Copy a trained generator into the package as the default model (speech_anim/pretrained/grid-s1).
 
     python scripts/export_default_model.py runs/cpu-small/best
+    python scripts/export_default_model.py runs/cpu-small-eyes/checkpoints/step_00001000 --eye-process runs/eye-process
 
 Weights are stored as float16 (half the size; they load as float32), the model card is
 model_card.md, and the run's training.json (step, epoch, validation metrics, config) travels along
@@ -8,12 +9,16 @@ so the shipped model says exactly where it came from.
 """
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 from speech_anim.animator import DEFAULT_CHECKPOINT
+from screen_eyes import load_generator  # a save_pretrained folder or a train.py checkpoint
+from speech_anim.models.eye_process import EyeProcess
 from speech_anim.models.generator import Generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,17 +26,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="a generator saved with save_pretrained (e.g. runs/NAME/best)")
+    parser.add_argument("checkpoint", type=Path,
+                        help="a generator saved with save_pretrained (e.g. runs/NAME/best) or a train.py checkpoints/step_* folder")
+    parser.add_argument("--eye-process", type=Path, help="put this fitted EyeProcess (train/fit_eye_process.py) in the generator")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
     args = parser.parse_args()
 
-    generator = Generator.from_pretrained(str(args.checkpoint))
+    generator = load_generator(args.checkpoint)
+    if args.eye_process:
+        if generator.eye_process is None:
+            raise SystemExit(f"export: {args.checkpoint} has no eye input (eye_input=false): drop --eye-process")
+        generator.eye_process.load_state_dict(EyeProcess.from_pretrained(str(args.eye_process)).state_dict())
     if args.out.exists():
         shutil.rmtree(args.out)
     generator.save_pretrained(args.out, dtype=torch.float16)
     shutil.copy(REPO / "model_card.md", args.out / "README.md")
     if (args.checkpoint / "training.json").is_file():
         shutil.copy(args.checkpoint / "training.json", args.out / "training.json")
+    elif (args.checkpoint.parent.parent / "config.yaml").is_file():  # a train.py checkpoint: say which
+        config = yaml.safe_load((args.checkpoint.parent.parent / "config.yaml").read_text())
+        info = {"step": int(args.checkpoint.name.rsplit("_", 1)[-1]), "checkpoint": str(args.checkpoint),
+                "config": config, "eye_process": str(args.eye_process) if args.eye_process else None}
+        (args.out / "training.json").write_text(json.dumps(info, indent=1))
 
     reloaded = Generator.from_pretrained(str(args.out))
     size = (args.out / "model.safetensors").stat().st_size / 2**20

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--split", required=True, help="split name (train/val/test/unseen) or a .txt list of clip ids")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkpoint", help="generator folder or Hub id (default: the shipped model)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first clip's seed; the k-th clip gets seed + k")
     parser.add_argument("--limit", type=int, help="only the first N clips of the split")
     args = parser.parse_args()
 
@@ -38,7 +38,7 @@ def main() -> None:
     ids = ids[: args.limit] if args.limit else ids
     animator = Animator.from_pretrained(args.checkpoint)
     missing = 0
-    for clip_id in tqdm(ids, unit="clip", disable=None):
+    for index, clip_id in enumerate(tqdm(ids, unit="clip", disable=None)):
         path = args.data / "clips" / f"{clip_id}.npz"
         if not path.is_file():  # preprocessing skipped it (no face in the first frames)
             missing += 1
@@ -49,7 +49,8 @@ def main() -> None:
             audio = clip["audio"].astype(np.float32) / 32768.0
         sample_rate = int(meta.get("sample_rate", 16000))
         fps = float(meta.get("fps", animator.fps))
-        frames = animator.animate_crop(still, (audio, sample_rate), seed=args.seed, fps=fps)
+        # A seed per clip: the eye process would draw the same blinks in every clip from one seed.
+        frames = animator.animate_crop(still, (audio, sample_rate), seed=args.seed + index, fps=fps)
         out = args.out / f"{clip_id}.mp4"
         out.parent.mkdir(parents=True, exist_ok=True)
         write_video(out, frames, fps, audio=audio, sample_rate=sample_rate)

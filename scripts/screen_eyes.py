@@ -10,10 +10,11 @@ config.yaml gives the generator's sizes). Printed, on the first N clips of the s
 - rendering (eye_input generators): the generator given each real clip's own eye openness; how
   closely the openness read off its frames follows the real one (correlation), and how many of the
   real clips' blinks it reproduces (blinks.match_blinks);
-- blinks: the animation as a user gets it (the eye process's draw, seed 0), blinks per second and
-  median duration by `blinks.video_blinks`, beside the real clips';
+- blinks: the animation as a user gets it (the eye process's draw, seed k for the k-th clip),
+  blinks per second and median duration by `blinks.video_blinks`, beside the real clips';
 - quiet room: 8 s of faint pink noise (tests/test_default_model.py's): blinks, and how far the mouth
   opens beyond the still's (95th percentile of the inner-lip gap, pixels);
+- lip sync: our SyncNet-style expert's confidence and offset on those animations;
 - seeds: the mean upper-face difference between seeds 0 and 1 on the first clip (grey levels).
 """
 
@@ -32,6 +33,7 @@ from speech_anim.blinks import detect_blinks, eye_openness, match_blinks, pooled
 from speech_anim.data.datasets import read_split, split_file
 from speech_anim.data.preprocess import clip_path, decode_frames
 from speech_anim.face import crop_landmarks, inner_lip_gap
+from speech_anim.metrics.sync import av_sync
 from speech_anim.models import Generator, GeneratorConfig
 
 
@@ -74,7 +76,7 @@ def main() -> None:
 
     real = [detect_blinks(eye_openness(crop_landmarks(frames)), 25.0) for frames, _, _ in clips]
     if generator.config.eye_input:
-        correlations, matched, found = [], 0, 0
+        correlations, matched, found, rendered_stats = [], 0, 0, []
         for (frames, sound, openness), real_stats in zip(clips, real):
             still = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float().div(127.5).sub(1)
             windows = torch.from_numpy(audio.frame_audio(sound, 25.0, frames=len(frames)))[None]
@@ -84,14 +86,22 @@ def main() -> None:
             drawn = eye_openness(crop_landmarks(rendered))
             correlations.append(np.corrcoef(drawn, openness)[0, 1])
             ours = detect_blinks(drawn, 25.0)
+            rendered_stats.append(ours)
             matched += match_blinks([(b.start, b.end) for b in ours.blinks], [(b.start, b.end) for b in real_stats.blinks])[0]
             found += len(real_stats.blinks)
+        rate, median, count = pooled_rate(rendered_stats)
         report["rendering"] = {"openness_correlation": float(np.nanmean(correlations)), "real_blinks_reproduced": matched,
-                               "real_blinks": found}
+                               "real_blinks": found, "per_second": rate, "median_duration": median}
         print(f"rendering: openness read off the frames follows the real one with r = {np.nanmean(correlations):.2f}; "
-              f"{matched} of the {found} real blinks reproduced")
+              f"{matched} of the {found} real blinks reproduced; {rate:.3f} blinks/s, median {median:.2f} s in all")
 
-    animated = [video_blinks(animator.animate_crop(frames[0], (sound, 16000), seed=0), fps=25.0) for frames, sound, _ in clips]
+    # A seed per clip: one seed for all would draw the same blinks in every clip.
+    videos = [animator.animate_crop(frames[0], (sound, 16000), seed=k) for k, (frames, sound, _) in enumerate(clips)]
+    animated = [video_blinks(video, fps=25.0) for video in videos]
+    syncs = [av_sync(video, sound, 25.0) for video, (_, sound, _) in zip(videos, clips)]
+    confidence, in_sync = float(np.mean([s.confidence for s in syncs])), sum(abs(s.offset) <= 1 for s in syncs)
+    report["sync"] = {"confidence": confidence, "in_sync": in_sync}
+    print(f"lip sync (our expert): confidence {confidence:.3f}, {in_sync} of {len(syncs)} clips within one frame")
     for name, stats in (("real clips", real), ("animated", animated)):
         rate, median, count = pooled_rate(stats)
         report[f"blinks_{name.split()[0]}"] = {"per_second": rate, "median_duration": median, "count": count}

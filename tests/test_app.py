@@ -195,7 +195,7 @@ def test_page_states_the_packaged_models_limits(monkeypatch, tmp_path):
     packaged = tiny_checkpoint(tmp_path / "grid-s1")
     monkeypatch.setattr(app_helpers, "DEFAULT_CHECKPOINT", Path(packaged))
     notes = [b for b in load_app_module().build_demo().blocks.values() if getattr(b, "elem_id", None) == "model-note"]
-    assert len(notes) == 1 and "does not blink yet" in notes[0].value
+    assert len(notes) == 1 and "less than it should" in notes[0].value and "model_card.md" in notes[0].value
     other = load_app_module().build_demo(checkpoint=tiny_checkpoint(tmp_path / "mine"))
     assert not [b for b in other.blocks.values() if getattr(b, "elem_id", None) == "model-note"]
 
