@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from speech_anim.errors import AudioError, ImageError
-from speech_anim.models.generator import Generator, GeneratorConfig
+from speech_anim.models.generator import Generator, GeneratorConfig, eye_region
 
 TINY = GeneratorConfig(width=0.125)
 
@@ -184,11 +184,16 @@ def test_eye_input_reads_the_openness_and_draws_it_chunk_invariantly_when_not_gi
             video, state = model(still, audio[:, start:stop], noise=noise[:, start:stop], state=state,
                                  return_state=True, generator=draw)
             parts.append(video)
-    # The decoder's last latent entry is the closure 1 - o_t: open eyes (o = 1) add nothing.
-    torch.testing.assert_close(latents[0][..., -1], 1 - openness)
-    assert torch.all(latents[1][..., -1] == 0) and not torch.equal(given, open_eyes)
-    drawn = 1 - latents[2][..., -1]
+    # The decoder's last latent entry is the closure 1 - o_t, for the frames' eyes and then for open eyes
+    # (o = 1: closure 0, which adds nothing).
+    torch.testing.assert_close(latents[0][:2, :, -1], 1 - openness)
+    assert torch.all(latents[0][2:, :, -1] == 0) and torch.all(latents[1][..., -1] == 0)
+    drawn = 1 - latents[2][:2, :, -1]
     assert drawn.min() >= 0 and drawn.max() <= model.eye_process.config.max_openness
+    # The eyes change the eye region only: everywhere else the frame is the open-eyed one.
+    outside = eye_region() == 0
+    assert not torch.equal(given, open_eyes)
+    assert torch.equal(given[..., outside], open_eyes[..., outside])
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="openness must be 2×30"):
         model(still, audio, openness=torch.ones(2, 29))
@@ -203,3 +208,14 @@ def test_eye_input_generator_saves_its_eye_process_with_it(tmp_path):
     loaded = Generator.from_pretrained(str(tmp_path / "g"))
     assert loaded.config.eye_input and loaded.eye_process is not None
     assert torch.equal(loaded.eye_process.head.weight, model.eye_process.head.weight)
+
+
+def test_eye_region_covers_the_canonical_eyes_and_brows_and_fades_out():
+    from speech_anim.face import canonical_landmarks
+
+    region = eye_region()
+    points = canonical_landmarks()[17:48].round().astype(int)  # brows, nose bridge, eyes
+    eyes = [(y, x) for x, y in points if y < 55]
+    assert all(region[y, x] == 1 for y, x in eyes)
+    assert region[100, 48] == 0 and region[5, 48] == 0 and region[48, 2] == 0  # mouth, hair, cheek edge
+    assert 0 < region[31, 48] < 1  # the feather

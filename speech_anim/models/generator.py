@@ -41,6 +41,24 @@ SKIP_LEVELS = 4
 # learning rate stores its weights: Adam moves a parameter by about lr per step whatever its gradient,
 # and at lr 1e-4 a map that must grow to the size of the features (about 1) would take 10^4 steps.
 EYE_MAP_GAIN = 50.0
+# Where the eye closure may change the frame (eye_input): rows and columns of the canonical 128×96 crop
+# around its brows (rows 36-43, columns 18-77) and eyes (rows 46-51, columns 25-70), with a margin, and
+# a linear ramp of EYE_REGION_FEATHER pixels to the rest, which is decoded with the eyes open. Without
+# this, the blinks the decoder learnt on s1 speckled the hair and background of every face (the
+# closure reaches the whole frame through the latent), most of all on faces it never saw.
+EYE_REGION = ((32, 62), (14, 82))  # (top, bottom), (left, right)
+EYE_REGION_FEATHER = 4.0
+
+
+def eye_region(height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH) -> torch.Tensor:
+    """H×W weights: 1 inside EYE_REGION, 0 beyond its feather."""
+    (top, bottom), (left, right) = EYE_REGION
+
+    def ramp(n, lo, hi):
+        x = torch.arange(n, dtype=torch.float32) + 0.5
+        return ((x - lo) / EYE_REGION_FEATHER + 1).clamp(0, 1) * ((hi - x) / EYE_REGION_FEATHER + 1).clamp(0, 1)
+
+    return ramp(height, top, bottom)[:, None] * ramp(width, left, right)[None, :]
 AUDIO_CHANNELS = (16, 32, 64, 128, 256, 512)
 
 
@@ -259,6 +277,8 @@ class Generator(nn.Module, SafeHubMixin):
         self.noise_generator = NoiseGenerator(config)
         self.decoder = FrameDecoder(config)
         self.eye_process = EyeProcess(EyeProcessConfig(fps=config.fps)) if config.eye_input else None
+        if config.eye_input:  # not saved: a function of the crop's geometry
+            self.register_buffer("eye_region", eye_region(), persistent=False)
         self.apply(_init_weights)
         if config.output == "blend":
             nn.init.constant_(self.decoder.to_rgb.bias[3], BLEND_MASK_BIAS)
@@ -317,12 +337,22 @@ class Generator(nn.Module, SafeHubMixin):
         z_c, content_state = self.content_encoder(audio, state.content)
         z_n, noise_state = self.noise_generator(noise.to(z_c), state.noise)
         z_id = state.z_id[:, None].expand(batch, frames, -1)
-        parts, closure = [z_c, z_id, z_n], None
-        if self.config.eye_input:  # closure, so that open eyes (the still's) add nothing
+        latent = torch.cat([z_c, z_id, z_n], dim=-1)
+        if not self.config.eye_input:
+            video = self.decoder(latent, state.skips, state.still, return_layers=return_layers)
+        else:
+            # Decoded twice in one batch, with the frame's eyes and with open eyes (closure 0, which adds
+            # nothing): the first inside the eye region, the second everywhere else.
             closure = 1.0 - openness.to(z_c)
-            parts.append(closure[..., None])
-        video = self.decoder(torch.cat(parts, dim=-1), state.skips, state.still, return_layers=return_layers,
-                             closure=closure)
+            shut = torch.zeros_like(closure)
+            both = torch.cat([torch.cat([latent, closure[..., None]], -1), torch.cat([latent, shut[..., None]], -1)])
+            skips = [skip.repeat(2, 1, 1, 1) for skip in state.skips]
+            still = None if state.still is None else state.still.repeat(2, 1, 1, 1)
+            out = self.decoder(both, skips, still, return_layers=return_layers, closure=torch.cat([closure, shut]))
+            region = self.eye_region.to(z_c)
+            mixed = tuple(region * eyes + (1 - region) * opened for eyes, opened in (layer.chunk(2) for layer in
+                                                                                    (out if return_layers else (out,))))
+            video = mixed if return_layers else mixed[0]
         if not return_state:
             return video
         state = GeneratorState(state.z_id, state.skips, content_state, noise_state, state.still, eye_state)
