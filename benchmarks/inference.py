@@ -33,12 +33,14 @@ def _clip_seconds(model, still, audio, chunk, sync):
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def benchmark(device, widths, gru_layers, frames, chunk, repeats):
+def benchmark(device, widths, gru_layers, frames, chunk, repeats, shipped=False):
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows = []
     for width in widths:
         layers = gru_layers if width == 1.0 else 1
-        model = Generator(GeneratorConfig(width=width, audio_gru_layers=layers)).to(device).eval()
+        # shipped: the default model's kind, blend output and the eye input (two decoder passes, eye process)
+        model = Generator(GeneratorConfig(width=width, audio_gru_layers=layers, output="blend" if shipped else "frame",
+                                          eye_input=shipped)).to(device).eval()
         params = sum(p.numel() for p in model.parameters()) / 1e6
         still = torch.rand(1, 3, 128, 96, device=device) * 2 - 1
         audio = torch.randn(1, frames, 3200, device=device) * 0.1
@@ -67,6 +69,7 @@ def main():
     parser.add_argument("--chunk", type=int, default=5, help="frames per streaming chunk")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--shipped", action="store_true", help="generators of the shipped kind (blend output, eye input)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -77,7 +80,7 @@ def main():
     if torch.cuda.is_available() and not args.no_cuda:
         devices.append(torch.device("cuda"))
     for device in devices:
-        benchmark(device, args.widths, args.gru_layers, args.frames, args.chunk, args.repeats)
+        benchmark(device, args.widths, args.gru_layers, args.frames, args.chunk, args.repeats, args.shipped)
 
 
 if __name__ == "__main__":
