@@ -276,6 +276,22 @@ def test_eyes_only_trains_the_eye_maps_and_leaves_the_rest_of_the_generator(clip
         _tiny(clips, tmp_path, "eyes_only=true")
 
 
+def test_a_resumed_run_needs_neither_its_init_generator_nor_its_eye_process(clips, tmp_path, eye_process):
+    import shutil
+
+    from speech_anim.models import Generator, GeneratorConfig
+
+    Generator(GeneratorConfig(width=0.0625)).save_pretrained(tmp_path / "source")
+    run_dir, sources = tmp_path / "run", [f"init_generator={tmp_path / 'source'}", f"eye_process={eye_process}"]
+    eyes = ["eye_input=true", "lambda_eye_rec=600", "batch_size=1", "save_every=2", *sources]
+    first = subprocess.run(_command(clips, run_dir, *eyes, "max_steps=2"), env=ENV, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.rmtree(tmp_path / "source"), shutil.rmtree(eye_process)  # the checkpoint holds every weight
+    resumed = subprocess.run(_command(clips, run_dir, *eyes, "max_steps=3", "--resume"), env=ENV, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stdout + resumed.stderr[-2000:]
+
+
 def test_a_run_resumed_with_the_eye_discriminator_switched_on_starts_it_afresh(clips, tmp_path):
     run_dir = tmp_path / "run"
     first = subprocess.run(_command(clips, run_dir, "batch_size=1", "max_steps=2", "save_every=2"),

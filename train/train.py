@@ -131,17 +131,19 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
                               eye_rec=cfg.lambda_eye_rec).ablate(*cfg.ablations)
 
 
-def build_models(cfg: TrainConfig, weights: losses.LossWeights) -> tuple[Generator, dict[str, torch.nn.Module]]:
+def build_models(cfg: TrainConfig, weights: losses.LossWeights,
+                 pretrained: bool = True) -> tuple[Generator, dict[str, torch.nn.Module]]:
     """The generator and the discriminators the weights need ('img', 'seq', 'sync', 'eye'), in that
-    order: checkpoints store them by position."""
+    order: checkpoints store them by position. `pretrained=False` (a resumed run, whose checkpoint
+    holds every weight) skips init_generator and eye_process."""
     generator = Generator(GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output,
                                           eye_input=cfg.eye_input))
-    if cfg.init_generator:
+    if cfg.init_generator and pretrained:
         source = start_from_pretrained(generator, cfg.init_generator)
         if cfg.eye_input and not (cfg.eye_process or source.eye_input):
             raise ConfigError(f"init_generator {cfg.init_generator} has no eye process to start eye_input from: "
                               "pass eye_process=<a train/fit_eye_process.py folder>")
-    if cfg.eye_process:
+    if cfg.eye_process and pretrained:
         generator.eye_process.load_state_dict(EyeProcess.from_pretrained(cfg.eye_process).state_dict())
     if cfg.eye_input:
         # Fitted beforehand (train/fit_eye_process.py) and only sampled at inference: training feeds
@@ -764,7 +766,7 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     sample_batch = collate_clips([val_set[i] for i in range(min(cfg.sample_clips, len(val_set)))])
 
     # ---- models
-    generator, discriminators = build_models(cfg, weights)
+    generator, discriminators = build_models(cfg, weights, pretrained=last is None)
     optimizers = build_optimizers(cfg, generator, discriminators)
     names = ["G", *discriminators]
     prepared = accelerator.prepare(generator, *discriminators.values(), *optimizers.values(), train_loader, val_loader)
