@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from speech_anim import Animator
@@ -170,3 +171,17 @@ def test_cli_errors_are_one_line_without_traceback(checkpoint, tmp_path):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("speech-anim animate: error:"), proc.stderr
         assert not (tmp_path / "x.mp4").exists()
+
+
+def test_an_eye_input_generator_streams_like_one_pass_and_its_seed_draws_the_eyes(tmp_path, speech):
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(width=0.125, output="blend", eye_input=True))
+    with torch.no_grad():  # as if trained: the closure changes the eye region
+        for eye_map in generator.decoder.eye_maps:
+            eye_map.normal_(0, 0.05)
+    animator = Animator(generator, device="cpu")
+    whole = animator(PHOTO, (speech, 16000), seed=5).frames
+    chunks = [speech[i : i + 1111] for i in range(0, len(speech), 1111)]
+    np.testing.assert_array_equal(np.concatenate(list(animator.stream(PHOTO, chunks, seed=5))), whole)
+    other = animator(PHOTO, (speech, 16000), seed=6).frames
+    assert not np.array_equal(other, whole)

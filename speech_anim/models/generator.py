@@ -37,6 +37,7 @@ OUTPUTS = ("frame", "blend")
 # Blend mask starts at sigmoid(-2) ≈ 0.12: the first frames are nearly the still, not grey noise.
 BLEND_MASK_BIAS = -2.0
 SKIP_LEVELS = 4
+AUDIO_CHANNELS = (16, 32, 64, 128, 256, 512)
 # The eye maps (FrameDecoder, eye_input) are stored divided by this gain, as StyleGAN's equalised
 # learning rate stores its weights: Adam moves a parameter by about lr per step whatever its gradient,
 # and at lr 1e-4 a map that must grow to the size of the features (about 1) would take 10^4 steps.
@@ -59,7 +60,6 @@ def eye_region(height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH) -> torch.Te
         return ((x - lo) / EYE_REGION_FEATHER + 1).clamp(0, 1) * ((hi - x) / EYE_REGION_FEATHER + 1).clamp(0, 1)
 
     return ramp(height, top, bottom)[:, None] * ramp(width, left, right)[None, :]
-AUDIO_CHANNELS = (16, 32, 64, 128, 256, 512)
 
 
 @dataclass
@@ -105,7 +105,7 @@ class GeneratorState:
     content: torch.Tensor | None = None  # layers×B×content_dim
     noise: torch.Tensor | None = None  # 1×B×noise_dim
     still: torch.Tensor | None = None  # B×3×H×W, kept for output="blend"
-    eyes: tuple | None = None  # the EyeProcess's (hidden, last level), for eye_input
+    eyes: tuple | None = None  # the EyeProcess's sampling state (EyeProcess.sample), for eye_input
 
     def detach(self) -> "GeneratorState":
         """Cut the autograd graph (truncated back-propagation through time)."""
