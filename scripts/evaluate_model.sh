@@ -8,6 +8,9 @@
 # output), OUT to runs/eval. Reports already in OUT are kept (delete one to redo it). On one free
 # CPU core a 100-clip row takes ~15 min (the static baseline ~6), most of it dlib face descriptors (ACD).
 set -euo pipefail
+# One OpenMP thread per process: beside a training run, torch's default threads spin-waited and made
+# `speech-anim evaluate` 30-100x slower (270 s a clip instead of 3-20 s).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 CHECKPOINT=${1:-speech_anim/pretrained/grid-s1}
 DATA=${2:-/work/data_cache/grid}
 OUT=${3:-runs/eval}
