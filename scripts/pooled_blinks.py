@@ -10,9 +10,11 @@ preprocessed .npz clips; `--ids` keeps the clips of a split list.
 """
 
 import argparse
+import sys
 
 from speech_anim.blinks import pooled_rate, video_blinks
-from speech_anim.metrics.evaluate import list_media, load_clip, read_ids
+from speech_anim.errors import SpeechAnimError
+from speech_anim.metrics.evaluate import load_clip, pair_files, read_ids
 
 
 def main() -> None:
@@ -24,16 +26,18 @@ def main() -> None:
     print("| | clips | blinks | blinks/s | median duration (s) | mean duration (s) |\n|---|---|---|---|---|---|")
     for item in args.sets:
         label, _, folder = item.partition("=")
-        media = list_media(folder)
-        names = sorted(n for n in media if ids is None or n in ids or n.rsplit("/", 1)[-1] in ids)
+        clips = pair_files(None, folder, ids)  # (name, None, path) of the folder's videos in the list
         stats = []
-        for name in names:
-            clip = load_clip(media[name], name)
+        for name, _, path in clips:
+            clip = load_clip(path, name)
             stats.append(video_blinks(clip.crops, fps=clip.fps))
         rate, median, count = pooled_rate(stats)
         mean = sum(float(s.durations.sum()) for s in stats) / count if count else float("nan")
-        print(f"| {label} | {len(names)} | {count} | {rate:.3f} | {median:.3f} | {mean:.3f} |")
+        print(f"| {label} | {len(clips)} | {count} | {rate:.3f} | {median:.3f} | {mean:.3f} |")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SpeechAnimError as error:
+        sys.exit(f"pooled_blinks: {error}")

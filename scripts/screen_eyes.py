@@ -29,6 +29,7 @@ import yaml
 from safetensors.torch import load_file
 
 from speech_anim import Animator, audio
+from speech_anim.animator import _to_tensor as to_tensor, _to_uint8 as to_uint8  # the pipeline's own conversions
 from speech_anim.blinks import detect_blinks, eye_openness, match_blinks, pooled_rate, video_blinks
 from speech_anim.data.datasets import read_split, split_file
 from speech_anim.data.preprocess import clip_path, decode_frames
@@ -78,11 +79,11 @@ def main() -> None:
     if generator.config.eye_input:
         correlations, matched, found, rendered_stats = [], 0, 0, []
         for (frames, sound, openness), real_stats in zip(clips, real):
-            still = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+            still = to_tensor(frames[0])
             windows = torch.from_numpy(audio.frame_audio(sound, 25.0, frames=len(frames)))[None]
             noise = generator.sample_noise(1, len(frames), generator=torch.Generator().manual_seed(0))
             video = generator(still, windows, noise=noise, openness=torch.from_numpy(openness)[None])
-            rendered = video[0].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            rendered = to_uint8(video[0])
             drawn = eye_openness(crop_landmarks(rendered))
             correlations.append(np.corrcoef(drawn, openness)[0, 1])
             ours = detect_blinks(drawn, 25.0)

@@ -173,10 +173,7 @@ def lower_half_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | N
     `fake`, `real`: (..., 3, H, W), e.g. B x T x 3 x 128 x 96; `mask`: the leading dims (B x T), True
     for real frames, False for padding.
     """
-    if fake.shape != real.shape:
-        raise LossInputError(f"generated {tuple(fake.shape)} and real {tuple(real.shape)} videos differ in shape: compare matching clips")
-    if fake.dim() < 3:
-        raise LossInputError(f"expected frames shaped (..., C, H, W), got {tuple(fake.shape)}")
+    _check_frames(fake, real)
     height = fake.shape[-2]
     return _rows_l1(fake, real, height // 2, height, mask)
 
@@ -188,11 +185,17 @@ def eye_band_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | Non
     channels and valid frames. Told how open the real eyes are, the generator can be held to them
     frame by frame, so blinking is learnt as a supervised task, not left to the discriminators alone.
     """
+    _check_frames(fake, real, min_height=EYE_ROWS[1])
+    return _rows_l1(fake, real, *EYE_ROWS, mask)
+
+
+def _check_frames(fake: torch.Tensor, real: torch.Tensor, min_height: int = 0) -> None:
+    """Generated and real videos of one shape, (..., C, H, W) with at least `min_height` rows."""
     if fake.shape != real.shape:
         raise LossInputError(f"generated {tuple(fake.shape)} and real {tuple(real.shape)} videos differ in shape: compare matching clips")
-    if fake.dim() < 3 or fake.shape[-2] < EYE_ROWS[1]:
-        raise LossInputError(f"expected frames shaped (..., C, H, W) with H >= {EYE_ROWS[1]}, got {tuple(fake.shape)}")
-    return _rows_l1(fake, real, *EYE_ROWS, mask)
+    if fake.dim() < 3 or fake.shape[-2] < min_height:
+        rows = f" with H >= {min_height}" if min_height else ""
+        raise LossInputError(f"expected frames shaped (..., C, H, W){rows}, got {tuple(fake.shape)}")
 
 
 def _rows_l1(a: torch.Tensor, b: torch.Tensor, top: int, bottom: int, mask: torch.Tensor | None) -> torch.Tensor:

@@ -111,8 +111,8 @@ class EyeProcess(nn.Module, SafeHubMixin):
         sums = F.conv1d(F.pad(history[:, None], (self.config.average - 1, 0)), window)[:, 0]
         counts = torch.arange(1, history.shape[1] + 1, device=device).clamp(max=self.config.average)
         openness = (sums / counts)[:, recent.shape[1]:]
-        return openness, (hidden, last, history[:, history.shape[1] - (self.config.average - 1):] if self.config.average > 1
-                          else history[:, :0])
+        keep = max(0, history.shape[1] - (self.config.average - 1))  # the levels the next frame averages over
+        return openness, (hidden, last, history[:, keep:])
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())

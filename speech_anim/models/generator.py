@@ -350,8 +350,8 @@ class Generator(nn.Module, SafeHubMixin):
             still = None if state.still is None else state.still.repeat(2, 1, 1, 1)
             out = self.decoder(both, skips, still, return_layers=return_layers, closure=torch.cat([closure, shut]))
             region = self.eye_region.to(z_c)
-            mixed = tuple(region * eyes + (1 - region) * opened for eyes, opened in (layer.chunk(2) for layer in
-                                                                                    (out if return_layers else (out,))))
+            layers = out if return_layers else (out,)  # (video,) or (video, alpha, decoded)
+            mixed = tuple(region * eyes + (1 - region) * opened for eyes, opened in (layer.chunk(2) for layer in layers))
             video = mixed if return_layers else mixed[0]
         if not return_state:
             return video
