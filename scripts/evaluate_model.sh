@@ -5,7 +5,7 @@
 #   bash scripts/evaluate_model.sh [CHECKPOINT] [DATA] [OUT]
 #
 # CHECKPOINT defaults to the shipped model, DATA to /work/data_cache/grid (`speech-anim preprocess`
-# output), OUT to runs/eval. Reports already in OUT are kept (delete one to redo it). On one free
+# output), OUT to runs/eval; SETS="s31" (or "s1_test") evaluates one of the two only. Reports already in OUT are kept (delete one to redo it). On one free
 # CPU core a 100-clip row takes ~15 min (the static baseline ~6), most of it dlib face descriptors (ACD).
 set -euo pipefail
 # One OpenMP thread per process: beside a training run, torch's default threads spin-waited and made
@@ -22,8 +22,10 @@ report() {  # report NAME ARGS...: run `speech-anim evaluate` unless NAME.json e
   [[ -f $OUT/$name.json ]] || speech-anim evaluate "$@" --out "$OUT/$name.json" --csv "$OUT/$name.csv"
 }
 
+SETS=${SETS:-s1_test s31}
 for set in s1_test:test:s1:grid_test.txt s31:unseen:s31:grid_unseen.txt; do
   IFS=: read -r label split speaker ids <<<"$set"
+  [[ " $SETS " == *" $label "* ]] || continue
   [[ -d $OUT/gen_$label ]] || python scripts/generate_eval_set.py --data "$DATA" --split "$split" \
       --out "$OUT/gen_$label" --checkpoint "$CHECKPOINT"
   report "model_$label" --generated "$OUT/gen_$label/$speaker" --reference "$DATA/clips/$speaker" --ids "$SPLITS/$ids"

@@ -21,6 +21,7 @@ from speech_anim.data import (
     MIRROR_LANDMARKS, DatasetError, TalkingFaceDataset, collate_clips, paper_split, preprocess_corpus, read_clips, read_split,
     split_file,
 )  # fmt: skip
+from speech_anim.data.datasets import jitter_colours
 from speech_anim.data.preprocess import SKIP_REASONS, clip_path, decode_frames, read_meta, skip_path
 from speech_anim.data.readers import grid_clips, grid_sentence, in_shard, parse_shard, read_grid_align
 from speech_anim.face import STABLE_POINTS, canonical_landmarks, invert_transform, similarity_transform, transform_points
@@ -298,6 +299,45 @@ def test_seeded_items_repeat_and_epochs_differ(processed):
     # Unseeded: DataLoader workers and repeated reads draw differently.
     c = TalkingFaceDataset(out, frames=8)
     assert len({(c[0]["start"], c[0]["shift"]) for _ in range(10)}) > 1
+
+
+def test_colour_jitter_maps_still_and_video_alike(processed):
+    out, _ = processed
+    plain = TalkingFaceDataset(out, frames=8, seed=3)
+    jittered = TalkingFaceDataset(out, frames=8, seed=3, colour_jitter=0.1)
+    a, b = plain[0], jittered[0]
+    assert (a["start"], a["shift"]) == (b["start"], b["shift"])  # the same draw, other colours
+    assert torch.equal(a["landmarks"], b["landmarks"]) and torch.equal(a["openness"], b["openness"])
+    assert (a["video"] - b["video"]).abs().mean() > 0.01
+    assert b["video"].min() >= -1 and b["video"].max() <= 1
+    # One affine map for the still and the video: fitted on the video's pixels, it gives the still's
+    # (up to the clipping at +-1).
+    x, y = a["video"].transpose(0, 1).reshape(3, -1), b["video"].transpose(0, 1).reshape(3, -1)
+    inside = (y.abs() < 0.99).all(0)
+    design = torch.cat([x[:, inside], torch.ones(1, int(inside.sum()))]).T.double()
+    fit = torch.linalg.lstsq(design, y[:, inside].T.double()).solution
+    still = torch.cat([a["still"].reshape(3, -1), torch.ones(1, a["still"][0].numel())]).T.double() @ fit
+    kept = (b["still"].reshape(3, -1).abs() < 0.99).all(0)
+    assert (still.T[:, kept] - b["still"].reshape(3, -1)[:, kept].double()).abs().max() < 0.02
+    # Other items and epochs draw other maps.
+    tint = lambda i: (jittered[i]["still"] - plain[i]["still"]).mean((1, 2))  # noqa: E731
+    assert (tint(0) - tint(1)).abs().max() > 1e-3
+    with pytest.raises(DatasetError, match="colour_jitter"):
+        TalkingFaceDataset(out, colour_jitter=2.0)
+
+
+def test_jitter_colours_of_zero_strength_is_the_identity():
+    image = torch.rand(2, 3, 4, 5) * 2 - 1
+    (same,) = jitter_colours(np.random.default_rng(0), 0.0, image)
+    assert torch.allclose(same, image, atol=1e-6)
+
+
+def test_an_index_past_the_end_is_another_draw_of_the_same_clip(processed):
+    out, _ = processed
+    dataset = TalkingFaceDataset(out, frames=8, seed=4)
+    n = len(dataset)
+    draws = {(dataset[1 + k * n]["id"], dataset[1 + k * n]["start"], dataset[1 + k * n]["shift"]) for k in range(6)}
+    assert {d[0] for d in draws} == {dataset[1]["id"]} and len(draws) > 1
 
 
 def test_collate_pads_and_masks_variable_lengths(processed):

@@ -405,7 +405,8 @@ def test_sync_discriminator_learns_to_rank_in_sync_above_shifted_audio(clips, ac
 
 def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_one(clips, tmp_path):
     # batch_size=1 on 3 clips: 3 steps per epoch, so the checkpoint at step 4 is in the middle of epoch 1.
-    common = ["batch_size=1", "log_every=1"]
+    # Clips drawn with replacement (speaker_balance) and random colours resume as they were drawn too.
+    common = ["batch_size=1", "log_every=1", "speaker_balance=1", "colour_jitter=0.1"]
     whole = subprocess.run(_command(clips, tmp_path / "whole", *common, "max_steps=6", "save_every=100"),
                            env=ENV, capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr[-2000:]
@@ -446,6 +447,32 @@ def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_one(clips, tmp_p
     assert switched.returncode == 0, switched.stderr[-2000:]
     assert "early stopping now tracks val/av_confidence (was val/sync_rank_fake)" in switched.stdout, switched.stdout
     assert "new best val/av_confidence" in switched.stdout
+
+
+def test_speaker_balance_draws_speakers_by_their_weight_and_repeats_as_new_indices():
+    speakers = ["a"] * 90 + ["b"] * 9 + ["c"] * 1
+    assert T.speaker_weights(speakers, 0.0) is None
+    sampler = T.EpochShuffle(len(speakers), seed=0, weights=T.speaker_weights(speakers, 1.0))
+    shares = {s: 0 for s in "abc"}
+    for epoch in range(30):
+        sampler.set_epoch(epoch)
+        indices = list(sampler)
+        assert len(indices) == len(set(indices)) == 100  # a clip's k-th draw is index clip + k * 100
+        for index in indices:
+            shares[speakers[index % 100]] += 1 / 3000
+        if epoch == 0:
+            first = indices
+    assert all(abs(share - 1 / 3) < 0.05 for share in shares.values()), shares
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # (seed, epoch) alone: a resumed run draws the same epoch
+    half = T.speaker_weights(speakers, 0.5)
+    assert float(half[:90].sum() / half.sum()) == pytest.approx(90**0.5 / (90**0.5 + 9**0.5 + 1))
+
+
+@pytest.mark.parametrize("override", ["speaker_balance=1.5", "colour_jitter=-0.1"])
+def test_sampling_and_colour_settings_are_checked(clips, tmp_path, override):
+    with pytest.raises(T.ConfigError, match=override.split("=")[0]):
+        _tiny(clips, tmp_path, override)
 
 
 def test_two_processes_end_with_identical_weights(clips, tmp_path):

@@ -92,10 +92,17 @@ class Progress:
 
 class EpochShuffle(torch.utils.data.Sampler):
     """A permutation drawn from (seed, epoch) alone: every process draws the same one (Accelerate
-    then hands each its share of the batches) and a resumed run draws the one it left."""
+    then hands each its share of the batches) and a resumed run draws the one it left.
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
+    With `weights` (one per clip) an epoch is instead `size` clips drawn with replacement in
+    proportion to them; the k-th draw of clip c in an epoch is index c + k * size, which the dataset
+    reads as another sample of clip c (so repeats get their own windows).
+    """
+
+    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None):
+        if weights is not None and len(weights) != size:
+            raise ValueError(f"{len(weights)} weights for {size} clips")
+        self.size, self.seed, self.epoch, self.weights = size, seed, 0, weights
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -105,7 +112,23 @@ class EpochShuffle(torch.utils.data.Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        if self.weights is None:
+            return iter(torch.randperm(self.size, generator=generator).tolist())
+        drawn = torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
+        seen: dict[int, int] = {}
+        indices = []
+        for clip in drawn:
+            indices.append(clip + self.size * seen.get(clip, 0))
+            seen[clip] = seen.get(clip, 0) + 1
+        return iter(indices)
+
+
+def speaker_weights(speakers: list[str], balance: float) -> torch.Tensor | None:
+    """Per-clip sampling weights n_s^-balance (n_s: clips of the clip's speaker); None for balance 0."""
+    if not balance:
+        return None
+    counts = {speaker: speakers.count(speaker) for speaker in set(speakers)}
+    return torch.tensor([counts[speaker] ** -balance for speaker in speakers], dtype=torch.float64)
 
 
 def _seed(*keys: int) -> int:
@@ -733,7 +756,8 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
 
     # ---- data: items are drawn from (seed, epoch, index), so every process and every restart sees
     # the same sub-sequences, stills and shifts
-    train_set = TalkingFaceDataset(cfg.data, cfg.train_split, frames=cfg.frames, mirror=cfg.mirror, seed=cfg.seed)
+    train_set = TalkingFaceDataset(cfg.data, cfg.train_split, frames=cfg.frames, mirror=cfg.mirror, seed=cfg.seed,
+                                   colour_jitter=cfg.colour_jitter)
     val_set = TalkingFaceDataset(cfg.data, cfg.val_split, frames=None, seed=cfg.seed)
     if cfg.val_clips:
         val_set = torch.utils.data.Subset(val_set, range(min(cfg.val_clips, len(val_set))))
@@ -757,7 +781,8 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     if len(train_set) < cfg.batch_size * accelerator.num_processes:
         raise ConfigError(f"{len(train_set)} training clips are fewer than one batch ({cfg.batch_size} x "
                           f"{accelerator.num_processes} processes): lower batch_size or add clips")
-    sampler = EpochShuffle(len(train_set), cfg.seed)
+    sampler = EpochShuffle(len(train_set), cfg.seed,
+                           speaker_weights([clip["speaker"] for clip in train_set.clips], cfg.speaker_balance))
     loader_options = dict(collate_fn=collate_clips, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
                           worker_init_fn=_leave_stop_signals_to_the_main_process)
     train_loader = torch.utils.data.DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True, **loader_options)

@@ -56,6 +56,9 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
     frames: None for whole clips, or N for a random N-frame window of each clip (clips shorter
         than N are left out).
     mirror: flip each sample horizontally with probability 1/2 (video, still and landmarks).
+    colour_jitter: s > 0 passes the still and the video through one random colour transform per
+        item (`jitter_colours`), so that a generator has to take skin, lips and lids from the still
+        it is given rather than from the few faces it was trained on.
     min_shift, max_shift: range of the out-of-sync audio's offset in frames (either sign).
     seed: None draws from torch's seed (different every epoch and DataLoader worker, reproducible
         under torch.manual_seed); an int makes item i of epoch e (`set_epoch`) always the same
@@ -66,11 +69,18 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
     landmarks (T, 68, 2) float32 crop pixels; openness (T,) float32 (`blinks.eye_openness` of the
     whole clip, 1 = its open eyes); length, start (first frame in the clip), fps,
     mirrored, id, speaker.
+
+    An index i >= len(dataset) is another draw of clip i % len(dataset) (its own window, still and
+    shift), for samplers that draw a clip more than once an epoch (train.py's speaker balance).
     """
 
     def __init__(self, root, split=None, frames: int | None = None, mirror: bool = False,
-                 min_shift: int = MIN_SHIFT, max_shift: int = MAX_SHIFT, seed: int | None = None):  # fmt: skip
+                 min_shift: int = MIN_SHIFT, max_shift: int = MAX_SHIFT, seed: int | None = None,
+                 colour_jitter: float = 0.0):  # fmt: skip
         self.root = Path(root)
+        if not 0 <= colour_jitter <= 0.5:
+            raise DatasetError(f"colour_jitter must be between 0 (off) and 0.5, got {colour_jitter}")
+        self.colour_jitter = colour_jitter
         if frames is not None and frames < 1:
             raise DatasetError(f"frames must be at least 1 (or None for whole clips), got {frames}")
         if not 1 <= min_shift <= max_shift:
@@ -116,7 +126,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         return np.random.default_rng([torch.initial_seed() % 2**63, index, self._draws])
 
     def __getitem__(self, index: int) -> dict:
-        entry = self.clips[index]
+        entry = self.clips[index % len(self.clips)]
         rng = self._rng(index)
         path = clip_path(self.root, entry["id"])
         try:
@@ -152,10 +162,13 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             video, still = video[:, :, ::-1], still[:, ::-1]
             landmarks = landmarks[:, MIRROR_LANDMARKS]
             landmarks[..., 0] = video.shape[2] - 1 - landmarks[..., 0]
+        still, video = _to_tensor(still[None])[0], _to_tensor(video)
+        if self.colour_jitter:
+            still, video = jitter_colours(rng, self.colour_jitter, still, video)
 
         return {
-            "still": _to_tensor(still[None])[0],
-            "video": _to_tensor(video),
+            "still": still,
+            "video": video,
             "audio": torch.from_numpy(np.ascontiguousarray(windows[start : start + length])),
             "audio_shifted": torch.from_numpy(shifted),
             "shift": shift,
@@ -197,6 +210,21 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     pixels *= 1 / 127.5
     pixels -= 1.0
     return torch.from_numpy(pixels)
+
+
+def jitter_colours(rng: np.random.Generator, strength: float, *images: torch.Tensor) -> list[torch.Tensor]:
+    """`images` (..., 3, H, W in [-1, 1]) through one random affine colour map, x -> A x + b, clipped.
+
+    A is the identity with each entry moved by up to `strength` (channel gains, and some of one
+    channel mixed into another: hue and saturation shifts), b moves each channel by up to
+    `strength` (brightness and tint). The same map for a still and its video keeps them one face,
+    so the generator cannot learn the training faces' colours; it has to read them off the still.
+    """
+    mix = np.eye(3) + rng.uniform(-strength, strength, (3, 3))
+    shift = rng.uniform(-strength, strength, 3)
+    matrix = torch.from_numpy(mix.astype(np.float32))
+    offset = torch.from_numpy(shift.astype(np.float32))[:, None, None]
+    return [(torch.einsum("ij,...jhw->...ihw", matrix, image) + offset).clamp_(-1, 1) for image in images]
 
 
 def collate_clips(items: list[dict]) -> dict:
