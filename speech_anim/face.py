@@ -32,6 +32,7 @@ CROP_HEIGHT, CROP_WIDTH = 128, 96
 STABLE_POINTS = [33, 36, 39, 42, 45]
 MIN_FACE_SIZE = 64  # px in the photo; smaller faces have too little detail to animate
 DETECT_MAX_SIDE = 640  # the HOG detector runs on a copy no larger than this, for speed
+WEAK_DETECTION = 0.25  # faces scored below this fraction of the best face's score are ignored
 DEFAULT_FEATHER = 6.0  # crop pixels of soft edge for paste-back
 DEFAULT_INSIGHTFACE_MODEL = Path("~/.insightface/models/buffalo_s/det_500m.onnx")
 
@@ -384,11 +385,16 @@ class FaceAligner:
 
     def _detect(self, image: np.ndarray, name: str):
         if self._scrfd is None:
-            boxes, keypoints = _detect_hog(image), None
+            boxes, scores, keypoints = *_detect_hog(image), None
         else:
-            boxes, keypoints = self._scrfd(image)
+            boxes, scores, keypoints = self._scrfd(image)
         if not len(boxes):
             raise FaceError(f"no face found in {name}: use a frontal photo with one clearly visible face")
+        # A detection far less certain than the best one is most often no face (HOG found one in
+        # the astronaut's suit, larger than her face, but only in video frames): leave those out.
+        confident = scores >= WEAK_DETECTION * scores.max()
+        boxes, scores = boxes[confident], scores[confident]
+        keypoints = keypoints[confident] if keypoints is not None else None
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         best = int(np.argmax(areas))
         if len(boxes) > 1:
@@ -413,19 +419,19 @@ def _image_box(inverse) -> tuple:
     return tuple(float(v) for v in (*corners.min(0), *corners.max(0)))
 
 
-def _detect_hog(image: np.ndarray) -> np.ndarray:
-    """All HOG face boxes (N, 4) in image pixels."""
+def _detect_hog(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All HOG face boxes (N, 4) in image pixels and their detection scores (N,)."""
     detector = _dlib_detector()
     height, width = image.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
     small = image if scale == 1.0 else cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
     with _lock:
-        rects = detector(small, 0)
+        rects, scores, _ = detector.run(small, 0, 0.0)
         if not len(rects):
             # One upsampling finds faces down to ~40 px: enough to tell the user the face is too small.
-            rects = detector(small, 1)
+            rects, scores, _ = detector.run(small, 1, 0.0)
     boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], dtype=np.float64).reshape(-1, 4)
-    return boxes / scale
+    return boxes / scale, np.asarray(scores, np.float64)  # >= 0: detections below threshold 0 are dropped
 
 
 def _scrfd(model_path):
@@ -454,8 +460,8 @@ def _scrfd(model_path):
         with _lock:
             boxes, keypoints = model.detect(bgr)
         if keypoints is None:
-            return np.zeros((0, 4)), np.zeros((0, 5, 2), np.float32)
-        return boxes[:, :4].astype(np.float64), keypoints.astype(np.float32)
+            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2), np.float32)
+        return boxes[:, :4].astype(np.float64), boxes[:, 4].astype(np.float64), keypoints.astype(np.float32)
 
     return detect
 

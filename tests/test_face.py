@@ -220,6 +220,22 @@ def test_largest_of_several_faces_wins_with_a_warning(aligner, astronaut):
     assert box[0] > head.shape[1] and box[2] - box[0] > 100  # the bigger face, on the right
 
 
+def test_a_far_weaker_detection_is_not_taken_for_the_face(aligner, astronaut, monkeypatch):
+    # HOG scores the astronaut's face 1.55 and, in frames of her pasted-back video, a 105 px patch
+    # of her suit 0.04: the suit is larger, so "the largest face" measured blinks on cloth.
+    import speech_anim.face as face
+
+    real = face._detect_hog
+    boxes, scores = real(astronaut)
+    assert len(boxes) == 1
+    suit = np.array([[123.0, 330.0, 228.0, 435.0]])
+    monkeypatch.setattr(face, "_detect_hog", lambda image: (np.vstack([boxes, suit]), np.append(scores, 0.04)))
+    assert np.allclose(aligner.detect(astronaut), boxes[0])
+    monkeypatch.setattr(face, "_detect_hog", lambda image: (np.vstack([boxes, suit]), np.append(scores, scores[0])))
+    with pytest.warns(UserWarning, match="2 faces"):
+        assert np.allclose(aligner.detect(astronaut), suit[0])  # as sure as the face: the larger wins
+
+
 def test_concurrent_alignment_gives_identical_results(astronaut, aligned_astronaut):
     results = [None] * 4
 
