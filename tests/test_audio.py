@@ -8,7 +8,7 @@ import pytest
 import scipy.signal
 import soundfile
 
-from speech_anim.audio import SAMPLE_RATE, WINDOW_SAMPLES, frame_audio, load_audio, num_frames, quiet_room
+from speech_anim.audio import SAMPLE_RATE, WINDOW_SAMPLES, frame_audio, load_audio, num_frames, quiet_room, warped_windows
 from speech_anim.errors import AudioError, SpeechAnimError
 
 SR = SAMPLE_RATE
@@ -238,6 +238,29 @@ def test_video_without_sound(chirp_files):
 def test_array_errors(source, message):
     with pytest.raises(AudioError, match=message):
         load_audio(source)
+
+
+def test_warped_windows_move_the_pitch_and_keep_each_window_on_its_frame():
+    t = np.arange(SAMPLE_RATE * 2) / SAMPLE_RATE
+    tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    frames = frame_audio(tone, 25.0)
+    # rate 1 is frame_audio, also for frames outside the clip (zeros beyond it).
+    np.testing.assert_allclose(warped_windows(tone, np.arange(len(frames)), 1.0), frames, atol=1e-6)
+    outside = warped_windows(tone, [-3, len(frames) + 2], 1.0)
+    assert np.abs(outside).max() == 0
+    # Played 1.2 times faster, a 200 Hz tone is at 240 Hz.
+    warped = warped_windows(tone, [20], 1.2)[0]
+    spectrum = np.abs(np.fft.rfft(warped * np.hanning(WINDOW_SAMPLES)))
+    assert np.fft.rfftfreq(WINDOW_SAMPLES, 1 / SAMPLE_RATE)[np.argmax(spectrum)] == pytest.approx(240, abs=5)
+    # A click stays in the middle of the window of the frame it falls in.
+    click = np.zeros(SAMPLE_RATE, np.float32)
+    middle = round((10 + 0.5) * SAMPLE_RATE / 25)
+    click[middle] = 1.0
+    for rate in (0.8, 1.25):
+        window = warped_windows(click, [10], rate)[0]
+        assert abs(int(np.argmax(np.abs(window))) - WINDOW_SAMPLES // 2) <= 1
+    with pytest.raises(AudioError, match="rate"):
+        warped_windows(tone, [0], 0.0)
 
 
 def test_frame_audio_errors():

@@ -326,6 +326,22 @@ def test_colour_jitter_maps_still_and_video_alike(processed):
         TalkingFaceDataset(out, colour_jitter=2.0)
 
 
+def test_voice_warp_changes_the_sound_of_the_windows_not_their_timing(processed):
+    out, _ = processed
+    plain = TalkingFaceDataset(out, frames=8, seed=3)
+    warped = TalkingFaceDataset(out, frames=8, seed=3, voice_warp=0.2)
+    a, b = plain[0], warped[0]
+    assert (a["start"], a["shift"]) == (b["start"], b["shift"]) and torch.equal(a["video"], b["video"])
+    assert torch.equal(a["raw_audio"], b["raw_audio"])
+    for key in ("audio", "audio_shifted"):
+        assert a[key].shape == b[key].shape and not torch.allclose(a[key], b[key])
+        # The same loudness envelope frame by frame: the speech is where it was.
+        loud_a, loud_b = a[key].pow(2).mean(1).sqrt(), b[key].pow(2).mean(1).sqrt()
+        assert torch.corrcoef(torch.stack([loud_a, loud_b]))[0, 1] > 0.9
+    with pytest.raises(DatasetError, match="voice_warp"):
+        TalkingFaceDataset(out, voice_warp=-1)
+
+
 def test_jitter_colours_of_zero_strength_is_the_identity():
     image = torch.rand(2, 3, 4, 5) * 2 - 1
     (same,) = jitter_colours(np.random.default_rng(0), 0.0, image)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import frame_audio
+from ..audio import frame_audio, warped_windows
 from ..blinks import eye_openness
 from .preprocess import clip_path, decode_frames, scan_clips
 from .readers import DatasetError, paper_split
@@ -59,6 +59,9 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
     colour_jitter: s > 0 passes the still and the video through one random colour transform per
         item (`jitter_colours`), so that a generator has to take skin, lips and lids from the still
         it is given rather than from the few faces it was trained on.
+    voice_warp: v > 0 plays each item's audio windows (in sync and shifted) at one random rate
+        between 1 / (1 + v) and 1 + v about their middles (`audio.warped_windows`): pitch and
+        formants move as between voices, the timing stays. raw_audio stays as recorded.
     min_shift, max_shift: range of the out-of-sync audio's offset in frames (either sign).
     seed: None draws from torch's seed (different every epoch and DataLoader worker, reproducible
         under torch.manual_seed); an int makes item i of epoch e (`set_epoch`) always the same
@@ -76,11 +79,13 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
 
     def __init__(self, root, split=None, frames: int | None = None, mirror: bool = False,
                  min_shift: int = MIN_SHIFT, max_shift: int = MAX_SHIFT, seed: int | None = None,
-                 colour_jitter: float = 0.0):  # fmt: skip
+                 colour_jitter: float = 0.0, voice_warp: float = 0.0):  # fmt: skip
         self.root = Path(root)
         if not 0 <= colour_jitter <= 0.5:
             raise DatasetError(f"colour_jitter must be between 0 (off) and 0.5, got {colour_jitter}")
-        self.colour_jitter = colour_jitter
+        if not 0 <= voice_warp <= 1:
+            raise DatasetError(f"voice_warp must be between 0 (off) and 1, got {voice_warp}")
+        self.colour_jitter, self.voice_warp = colour_jitter, voice_warp
         if frames is not None and frames < 1:
             raise DatasetError(f"frames must be at least 1 (or None for whole clips), got {frames}")
         if not 1 <= min_shift <= max_shift:
@@ -165,11 +170,16 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         still, video = _to_tensor(still[None])[0], _to_tensor(video)
         if self.colour_jitter:
             still, video = jitter_colours(rng, self.colour_jitter, still, video)
+        windows = windows[start : start + length]
+        if self.voice_warp:
+            rate = float(np.exp(rng.uniform(-np.log1p(self.voice_warp), np.log1p(self.voice_warp))))
+            windows = warped_windows(audio, np.arange(start, start + length), rate, fps)
+            shifted = warped_windows(audio, np.arange(start + shift, start + shift + length), rate, fps)
 
         return {
             "still": still,
             "video": video,
-            "audio": torch.from_numpy(np.ascontiguousarray(windows[start : start + length])),
+            "audio": torch.from_numpy(np.ascontiguousarray(windows)),
             "audio_shifted": torch.from_numpy(shifted),
             "shift": shift,
             "raw_audio": torch.from_numpy(raw),
