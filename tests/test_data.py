@@ -21,7 +21,7 @@ from speech_anim.data import (
     MIRROR_LANDMARKS, DatasetError, TalkingFaceDataset, collate_clips, paper_split, preprocess_corpus, read_clips, read_split,
     split_file,
 )  # fmt: skip
-from speech_anim.data.datasets import jitter_colours
+from speech_anim.data.datasets import jitter_colours, jitter_geometry
 from speech_anim.data.preprocess import SKIP_REASONS, clip_path, decode_frames, read_meta, skip_path
 from speech_anim.data.readers import grid_clips, grid_sentence, in_shard, parse_shard, read_grid_align
 from speech_anim.face import STABLE_POINTS, canonical_landmarks, invert_transform, similarity_transform, transform_points
@@ -340,6 +340,28 @@ def test_voice_warp_changes_the_sound_of_the_windows_not_their_timing(processed)
         assert torch.corrcoef(torch.stack([loud_a, loud_b]))[0, 1] > 0.9
     with pytest.raises(DatasetError, match="voice_warp"):
         TalkingFaceDataset(out, voice_warp=-1)
+
+
+def test_geometry_jitter_moves_frames_and_landmarks_together(processed):
+    from speech_anim.face import crop_landmarks
+
+    out, _ = processed
+    plain = TalkingFaceDataset(out, frames=8, seed=3)
+    moved = TalkingFaceDataset(out, frames=8, seed=3, geometry_jitter=0.06)
+    for index in range(len(plain)):
+        a, b = plain[index], moved[index]
+        frames = ((b["video"].permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        found = crop_landmarks(frames)
+        # dlib finds the face where the item's landmarks say it now is, not where it was.
+        assert np.linalg.norm(found - b["landmarks"].numpy(), axis=-1).mean() < 1.0
+        assert np.linalg.norm(b["landmarks"].numpy() - a["landmarks"].numpy(), axis=-1).mean() > 0.3
+        assert torch.equal(a["audio"], b["audio"]) and torch.equal(a["openness"], b["openness"])
+    # The still goes through the same map as the video.
+    frame = torch.rand(3, 128, 96) * 2 - 1
+    still, video, _ = jitter_geometry(np.random.default_rng(1), 0.06, frame, frame[None], torch.zeros(1, 68, 2))
+    assert torch.equal(still, video[0]) and not torch.allclose(still, frame)
+    with pytest.raises(DatasetError, match="geometry_jitter"):
+        TalkingFaceDataset(out, geometry_jitter=0.5)
 
 
 def test_jitter_colours_of_zero_strength_is_the_identity():

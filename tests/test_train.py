@@ -405,8 +405,10 @@ def test_sync_discriminator_learns_to_rank_in_sync_above_shifted_audio(clips, ac
 
 def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_one(clips, tmp_path):
     # batch_size=1 on 3 clips: 3 steps per epoch, so the checkpoint at step 4 is in the middle of epoch 1.
-    # Clips drawn with replacement (speaker_balance) and random colours resume as they were drawn too.
-    common = ["batch_size=1", "log_every=1", "speaker_balance=1", "colour_jitter=0.1", "voice_warp=0.2"]
+    # Clips drawn with replacement (speaker_balance) and the random colours, voices and geometry
+    # resume as they were drawn too.
+    common = ["batch_size=1", "log_every=1", "speaker_balance=1", "colour_jitter=0.1", "voice_warp=0.2",
+              "geometry_jitter=0.05"]
     whole = subprocess.run(_command(clips, tmp_path / "whole", *common, "max_steps=6", "save_every=100"),
                            env=ENV, capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr[-2000:]
@@ -469,7 +471,8 @@ def test_speaker_balance_draws_speakers_by_their_weight_and_repeats_as_new_indic
     assert float(half[:90].sum() / half.sum()) == pytest.approx(90**0.5 / (90**0.5 + 9**0.5 + 1))
 
 
-@pytest.mark.parametrize("override", ["speaker_balance=1.5", "colour_jitter=-0.1", "voice_warp=2"])
+@pytest.mark.parametrize("override", ["speaker_balance=1.5", "colour_jitter=-0.1", "voice_warp=2",
+                                      "geometry_jitter=0.3"])
 def test_sampling_and_colour_settings_are_checked(clips, tmp_path, override):
     with pytest.raises(T.ConfigError, match=override.split("=")[0]):
         _tiny(clips, tmp_path, override)

@@ -40,6 +40,7 @@ class TrainConfig:
     frames: int | None = 16  # random sub-sequences of this many frames; None = whole clips
     mirror: bool = False
     colour_jitter: float = 0.0  # not in the paper: one random colour map per clip and its still (datasets.jitter_colours)
+    geometry_jitter: float = 0.0  # not in the paper: one random scale and shift per clip and its still (datasets.jitter_geometry)
     voice_warp: float = 0.0  # not in the paper: each clip's audio windows played at a random rate in [1/(1+v), 1+v] (audio.warped_windows)
     # Not in the paper: draw clip c with weight n_speaker(c)^-speaker_balance, so that 0 draws clips
     # uniformly and 1 every speaker equally often. Ours has 789 s1 clips beside 49 of s4 and 10 of s26.
@@ -113,6 +114,8 @@ class TrainConfig:
             raise ConfigError(f"frames={self.frames} is shorter than a sync snippet: use at least 5 (or null for whole clips)")
         if not 0 <= self.speaker_balance <= 1:
             raise ConfigError(f"speaker_balance must be between 0 (clips drawn uniformly) and 1 (speakers equally often), got {self.speaker_balance}")
+        if not 0 <= self.geometry_jitter <= 0.2:
+            raise ConfigError(f"geometry_jitter must be between 0 (off) and 0.2, got {self.geometry_jitter}")
         if not 0 <= self.voice_warp <= 1:
             raise ConfigError(f"voice_warp must be between 0 (off) and 1, got {self.voice_warp}")
         if not 0 <= self.colour_jitter <= 0.5:

@@ -757,7 +757,8 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     # ---- data: items are drawn from (seed, epoch, index), so every process and every restart sees
     # the same sub-sequences, stills and shifts
     train_set = TalkingFaceDataset(cfg.data, cfg.train_split, frames=cfg.frames, mirror=cfg.mirror, seed=cfg.seed,
-                                   colour_jitter=cfg.colour_jitter, voice_warp=cfg.voice_warp)
+                                   colour_jitter=cfg.colour_jitter, voice_warp=cfg.voice_warp,
+                                   geometry_jitter=cfg.geometry_jitter)
     val_set = TalkingFaceDataset(cfg.data, cfg.val_split, frames=None, seed=cfg.seed)
     if cfg.val_clips:
         val_set = torch.utils.data.Subset(val_set, range(min(cfg.val_clips, len(val_set))))

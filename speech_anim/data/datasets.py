@@ -59,6 +59,9 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
     colour_jitter: s > 0 passes the still and the video through one random colour transform per
         item (`jitter_colours`), so that a generator has to take skin, lips and lids from the still
         it is given rather than from the few faces it was trained on.
+    geometry_jitter: g > 0 moves each item's still, video and landmarks by one random affine map:
+        each axis scaled by up to exp(+-g) and shifted by up to g half-widths (`jitter_geometry`), so
+        that the mouth and eyes are not always where one training face has them.
     voice_warp: v > 0 plays each item's audio windows (in sync and shifted) at one random rate
         between 1 / (1 + v) and 1 + v about their middles (`audio.warped_windows`): pitch and
         formants move as between voices, the timing stays. raw_audio stays as recorded.
@@ -79,13 +82,15 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
 
     def __init__(self, root, split=None, frames: int | None = None, mirror: bool = False,
                  min_shift: int = MIN_SHIFT, max_shift: int = MAX_SHIFT, seed: int | None = None,
-                 colour_jitter: float = 0.0, voice_warp: float = 0.0):  # fmt: skip
+                 colour_jitter: float = 0.0, voice_warp: float = 0.0, geometry_jitter: float = 0.0):  # fmt: skip
         self.root = Path(root)
         if not 0 <= colour_jitter <= 0.5:
             raise DatasetError(f"colour_jitter must be between 0 (off) and 0.5, got {colour_jitter}")
         if not 0 <= voice_warp <= 1:
             raise DatasetError(f"voice_warp must be between 0 (off) and 1, got {voice_warp}")
-        self.colour_jitter, self.voice_warp = colour_jitter, voice_warp
+        if not 0 <= geometry_jitter <= 0.2:
+            raise DatasetError(f"geometry_jitter must be between 0 (off) and 0.2, got {geometry_jitter}")
+        self.colour_jitter, self.voice_warp, self.geometry_jitter = colour_jitter, voice_warp, geometry_jitter
         if frames is not None and frames < 1:
             raise DatasetError(f"frames must be at least 1 (or None for whole clips), got {frames}")
         if not 1 <= min_shift <= max_shift:
@@ -175,6 +180,9 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             rate = float(np.exp(rng.uniform(-np.log1p(self.voice_warp), np.log1p(self.voice_warp))))
             windows = warped_windows(audio, np.arange(start, start + length), rate, fps)
             shifted = warped_windows(audio, np.arange(start + shift, start + shift + length), rate, fps)
+        landmarks = torch.from_numpy(np.ascontiguousarray(landmarks))
+        if self.geometry_jitter:
+            still, video, landmarks = jitter_geometry(rng, self.geometry_jitter, still, video, landmarks)
 
         return {
             "still": still,
@@ -183,7 +191,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             "audio_shifted": torch.from_numpy(shifted),
             "shift": shift,
             "raw_audio": torch.from_numpy(raw),
-            "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks)),
+            "landmarks": landmarks,
             "openness": torch.from_numpy(np.ascontiguousarray(openness_all[start : start + length])),
             "length": length,
             "start": start,
@@ -235,6 +243,29 @@ def jitter_colours(rng: np.random.Generator, strength: float, *images: torch.Ten
     matrix = torch.from_numpy(mix.astype(np.float32))
     offset = torch.from_numpy(shift.astype(np.float32))[:, None, None]
     return [(torch.einsum("ij,...jhw->...ihw", matrix, image) + offset).clamp_(-1, 1) for image in images]
+
+
+def jitter_geometry(rng: np.random.Generator, strength: float, still: torch.Tensor, video: torch.Tensor,
+                    landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The still (3, H, W), video (T, 3, H, W) and landmarks (T, 68, 2, pixels) through one random
+    affine map about the crop's centre: x scaled by exp(u), y by exp(v), u, v ~ U(-s, s) (size and
+    aspect), then shifted by up to s half-widths and half-heights. Edges repeat the border pixels.
+    """
+    import torch.nn.functional as F
+
+    scale = np.exp(rng.uniform(-strength, strength, 2))
+    shift = rng.uniform(-strength, strength, 2)  # in half-sizes: grid_sample's normalised units
+    height, width = video.shape[-2:]
+    # grid_sample reads output position n (normalised, align_corners=False) from input (n - shift) / scale.
+    theta = torch.tensor([[1 / scale[0], 0, -shift[0] / scale[0]], [0, 1 / scale[1], -shift[1] / scale[1]]],
+                         dtype=torch.float32)
+    frames = torch.cat([still[None], video])
+    grid = F.affine_grid(theta.expand(len(frames), 2, 3), list(frames.shape), align_corners=False)
+    moved = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    centre = torch.tensor([(width - 1) / 2, (height - 1) / 2])
+    half = torch.tensor([width / 2, height / 2])
+    points = (landmarks - centre) * torch.from_numpy(scale).float() + centre + torch.from_numpy(shift).float() * half
+    return moved[0], moved[1:], points
 
 
 def collate_clips(items: list[dict]) -> dict:
