@@ -15,10 +15,11 @@ as scripts/evaluate_model.sh does, and compared with the real clip:
   20 points about their mean) and its place (how far, and which way, the mean lies from the real one);
 - lip sync: our SyncNet-style expert's confidence and offset, beside the real clips'.
 
-With --cross, also the mouth-opening s.d. of each face of the split and of the s1 validation clips,
-animated with its own clip's speech and with the other speaker's: whether an unseen speaker's mouth
-is held back by the face or by the voice (for the default model before the augmented runs: s1's
-face with s31's voice 1.47 px, s31's face with s1's voice 0.66 px; real 1.3-1.5 and 2.4).
+With --cross, also the mouth-opening s.d. of the first 5 faces of the split and of the s1 validation
+clips, each animated with the same-index clip's speech of either speaker: a model that moves one face
+little whatever the voice has not learnt that face's motion; one that moves every face less with one
+voice has not learnt that voice (for the default model before the augmented runs: s1's face with
+s31's voice 1.47 px, s31's face with s1's voice 0.66 px; real 1.3-1.5 and 2.4).
 """
 
 import argparse
