@@ -8,12 +8,16 @@ averaging, as the exponential moving averages of StyleGAN's G_ema or stochastic 
 sits in the middle of those swings. Each CHECKPOINT is a save_pretrained folder or a train.py
 `checkpoints/step_*` folder (scripts/screen_eyes.py); all must have the same config. Floating-point
 weights and BatchNorm statistics are averaged; integer buffers (batch counters) are the last one's.
+The folder's training.json names the checkpoints and holds the last one's run config, and
+scripts/export_default_model.py carries it into the package.
 """
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from screen_eyes import load_generator
 
@@ -43,9 +47,13 @@ def main() -> None:
     model = generators[-1]
     model.load_state_dict(average(generators))
     model.save_pretrained(args.out)
-    names = ", ".join(str(p) for p in args.checkpoints)
-    (args.out / "averaged_from.txt").write_text(names + "\n")
-    print(f"averaged {len(generators)} generators ({names}) -> {args.out}")
+    info = {"averaged_from": [str(p) for p in args.checkpoints]}
+    run_config = args.checkpoints[-1].parent.parent / "config.yaml"
+    if run_config.is_file():  # train.py checkpoints: their steps and the run's settings
+        info["steps"] = [int(p.name.rsplit("_", 1)[-1]) for p in args.checkpoints if p.name.startswith("step_")]
+        info["config"] = yaml.safe_load(run_config.read_text())
+    (args.out / "training.json").write_text(json.dumps(info, indent=1))
+    print(f"averaged {len(generators)} generators ({', '.join(info['averaged_from'])}) -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """scripts/average_checkpoints.py: the shipped generator is the mean of a run's last checkpoints."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_the_average_holds_the_mean_weights_and_the_last_counters(tmp_path):
             torch.testing.assert_close(value, sum(s[key] for s in states) / 3)
         else:
             assert torch.equal(value, states[-1][key])
-    assert "g2" in (tmp_path / "mean" / "averaged_from.txt").read_text()
+    assert json.loads((tmp_path / "mean" / "training.json").read_text())["averaged_from"] == [str(f) for f in folders]
 
 
 def test_generators_of_other_sizes_are_refused_in_one_line(tmp_path):
