@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..audio import frame_audio, warped_windows
 from ..blinks import eye_openness
@@ -251,8 +252,6 @@ def jitter_geometry(rng: np.random.Generator, strength: float, still: torch.Tens
     affine map about the crop's centre: x scaled by exp(u), y by exp(v), u, v ~ U(-s, s) (size and
     aspect), then shifted by up to s half-widths and half-heights. Edges repeat the border pixels.
     """
-    import torch.nn.functional as F
-
     scale = np.exp(rng.uniform(-strength, strength, 2))
     shift = rng.uniform(-strength, strength, 2)  # in half-sizes: grid_sample's normalised units
     height, width = video.shape[-2:]
