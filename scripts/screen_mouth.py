@@ -10,7 +10,7 @@ as scripts/evaluate_model.sh does, and compared with the real clip:
 - articulation: the standard deviation over time of the inner-lip gap (`face.inner_lip_gap`, crop
   pixels), generated vs real, and their correlation: how far and how much in step with the real
   mouth the generated one opens and closes;
-- LMD: the evaluation's mouth landmark distance (`metrics.reference.LMD`), beside the static
+- LMD: the evaluation's mouth landmark distance (as `metrics.reference.LMD`), beside the static
   baseline's (the still repeated), which a model must beat; split into the mouth's shape (LMD of the
   20 points about their mean) and its place (how far, and which way, the mean lies from the real one);
 - lip sync: our SyncNet-style expert's confidence and offset, beside the real clips'.
@@ -34,8 +34,13 @@ from speech_anim import Animator
 from speech_anim.data.datasets import read_split, split_file
 from speech_anim.data.preprocess import clip_path
 from speech_anim.face import crop_landmarks, inner_lip_gap
-from speech_anim.metrics.reference import LMD, MOUTH
+from speech_anim.metrics.reference import MOUTH
 from speech_anim.metrics.sync import av_sync
+
+
+def _lmd(mouth: np.ndarray, real: np.ndarray) -> float:
+    """metrics.reference.LMD on landmarks already found: mean distance of the 20 mouth points."""
+    return float(np.linalg.norm(mouth - real, axis=-1).mean())
 
 
 def _shape_and_place(mouth: np.ndarray, real: np.ndarray, suffix: str = "") -> dict:
@@ -62,22 +67,21 @@ def main() -> None:
     ids = [i for i in read_split(split_file("grid", args.split)) if clip_path(args.data, i).is_file()][: args.clips]
     if not ids:
         raise SystemExit(f"screen_mouth: no clip of split {args.split!r} in {args.data}: run `speech-anim preprocess` first")
-    lmd = LMD()
     rows = []
     for k, clip_id in enumerate(ids):
         frames, sound, _ = read_clip(args.data, clip_id)
         video = animator.animate_crop(frames[0], (sound, 16000), seed=k)
         n = min(len(video), len(frames))
         video, real = video[:n], frames[:n]
-        gap_generated, gap_real = inner_lip_gap(crop_landmarks(video)), inner_lip_gap(crop_landmarks(real))
-        static = np.repeat(frames[:1], n, axis=0)
-        mouth_generated, mouth_real = crop_landmarks(video)[:, MOUTH], crop_landmarks(real)[:, MOUTH]
-        mouth_static = np.repeat(crop_landmarks(frames[:1])[:, MOUTH], n, axis=0)
+        points, points_real = crop_landmarks(video), crop_landmarks(real)  # what metrics.reference.LMD reads
+        gap_generated, gap_real = inner_lip_gap(points), inner_lip_gap(points_real)
+        mouth_generated, mouth_real = points[:, MOUTH], points_real[:, MOUTH]
+        mouth_static = np.repeat(points_real[:1, MOUTH], n, axis=0)  # the still is the first real frame
         sync, real_sync = av_sync(video, sound, 25.0), av_sync(real, sound, 25.0)
         rows.append({
             "id": clip_id, "sd_generated": float(gap_generated.std()), "sd_real": float(gap_real.std()),
             "correlation": float(np.corrcoef(gap_generated, gap_real)[0, 1]),
-            "lmd": lmd.compute(video, real), "lmd_static": lmd.compute(static, real),
+            "lmd": _lmd(mouth_generated, mouth_real), "lmd_static": _lmd(mouth_static, mouth_real),
             "confidence": sync.confidence, "offset": sync.offset, "confidence_real": real_sync.confidence,
             **_shape_and_place(mouth_generated, mouth_real), **_shape_and_place(mouth_static, mouth_real, "_static"),
         })  # fmt: skip
