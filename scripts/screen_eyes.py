@@ -51,6 +51,11 @@ def load_generator(checkpoint: Path) -> Generator:
     return generator
 
 
+def preprocessed_ids(data: Path, split: str, limit: int) -> list[str]:
+    """The first `limit` clips of a GRID split list that preprocessing kept in `data`."""
+    return [i for i in read_split(split_file("grid", split)) if clip_path(data, i).is_file()][:limit]
+
+
 def read_clip(data: Path, clip_id: str):
     with np.load(clip_path(data, clip_id)) as clip:
         frames = decode_frames(clip["frames"], clip["frame_offsets"])
@@ -71,7 +76,7 @@ def main() -> None:
 
     generator = load_generator(args.checkpoint).eval()
     animator = Animator(generator, device="cpu")
-    ids = [i for i in read_split(split_file("grid", args.split)) if clip_path(args.data, i).is_file()][: args.clips]
+    ids = preprocessed_ids(args.data, args.split, args.clips)
     clips = [read_clip(args.data, i) for i in ids]
     report = {"checkpoint": str(args.checkpoint), "clips": len(ids)}
 

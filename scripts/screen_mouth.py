@@ -29,10 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from screen_eyes import load_generator, read_clip  # a save_pretrained folder or a train.py checkpoint
+from screen_eyes import load_generator, preprocessed_ids, read_clip  # load_generator: a save_pretrained folder or a train.py checkpoint
 from speech_anim import Animator
-from speech_anim.data.datasets import read_split, split_file
-from speech_anim.data.preprocess import clip_path
 from speech_anim.face import crop_landmarks, inner_lip_gap
 from speech_anim.metrics.reference import MOUTH
 from speech_anim.metrics.sync import av_sync
@@ -64,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     animator = Animator(load_generator(args.checkpoint).eval(), device="cpu")
-    ids = [i for i in read_split(split_file("grid", args.split)) if clip_path(args.data, i).is_file()][: args.clips]
+    ids = preprocessed_ids(args.data, args.split, args.clips)
     if not ids:
         raise SystemExit(f"screen_mouth: no clip of split {args.split!r} in {args.data}: run `speech-anim preprocess` first")
     rows = []
@@ -104,7 +102,7 @@ def main() -> None:
 
 def cross_voices(animator: Animator, data: Path, ids: list[str], split: str, clips: int = 5) -> dict:
     """Mouth-opening s.d. (px) for each face x voice pairing of `ids` and the s1 validation clips."""
-    others = [i for i in read_split(split_file("grid", "val")) if clip_path(data, i).is_file()][:clips]
+    others = preprocessed_ids(data, "val", clips)
     groups = {split: [read_clip(data, i) for i in ids[:clips]], "s1 val": [read_clip(data, i) for i in others]}
     table = {}
     for face_group, faces in groups.items():

@@ -393,7 +393,7 @@ class FaceAligner:
         # A detection far less certain than the best one is most often no face (HOG found one in
         # the astronaut's suit, larger than her face, but only in video frames): leave those out.
         confident = scores >= WEAK_DETECTION * scores.max()
-        boxes, scores = boxes[confident], scores[confident]
+        boxes = boxes[confident]
         keypoints = keypoints[confident] if keypoints is not None else None
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         best = int(np.argmax(areas))

@@ -159,9 +159,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         landmarks = landmarks_all[start : start + length].astype(np.float32)
 
         fps = float(entry["fps"])
-        windows = frame_audio(audio, fps, frames=total)
         shift = self._draw_shift(rng, start, length, total)
-        shifted = _shifted_windows(audio, fps, total, start, length, shift)
         hop = 16000 / fps
         first, count = int(round(start * hop)), int(round(length * hop))
         raw = np.zeros(count, np.float32)
@@ -176,11 +174,13 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         still, video = _to_tensor(still[None])[0], _to_tensor(video)
         if self.colour_jitter:
             still, video = jitter_colours(rng, self.colour_jitter, still, video)
-        windows = windows[start : start + length]
         if self.voice_warp:
             rate = float(np.exp(rng.uniform(-np.log1p(self.voice_warp), np.log1p(self.voice_warp))))
             windows = warped_windows(audio, np.arange(start, start + length), rate, fps)
             shifted = warped_windows(audio, np.arange(start + shift, start + shift + length), rate, fps)
+        else:
+            windows = frame_audio(audio, fps, frames=total)[start : start + length]
+            shifted = _shifted_windows(audio, fps, total, start, length, shift)
         landmarks = torch.from_numpy(np.ascontiguousarray(landmarks))
         if self.geometry_jitter:
             still, video, landmarks = jitter_geometry(rng, self.geometry_jitter, still, video, landmarks)
