@@ -47,6 +47,10 @@ def main() -> None:
         config = yaml.safe_load((args.checkpoint.parent.parent / "config.yaml").read_text())
         info = {"step": int(args.checkpoint.name.rsplit("_", 1)[-1]), "checkpoint": str(args.checkpoint),
                 "config": config, "eye_process": str(args.eye_process) if args.eye_process else None}
+        # A run started from another generator says what that one was, so the chain of stages travels along.
+        start = Path(config.get("init_generator") or "") / "training.json"
+        if config.get("init_generator") and start.is_file():
+            info["init_generator_training"] = json.loads(start.read_text())
         (args.out / "training.json").write_text(json.dumps(info, indent=1))
 
     reloaded = Generator.from_pretrained(str(args.out))

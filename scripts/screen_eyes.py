@@ -4,7 +4,7 @@
     python scripts/screen_eyes.py runs/cpu-small-eyes/best --json runs/screen_best.json
 
 CHECKPOINT is a `save_pretrained` folder or one of train.py's `checkpoints/step_*` folders (its run's
-config.yaml gives the generator's sizes). Printed, on the first N clips of the s1 validation split
+config.yaml gives the generator's sizes; a run with g_ema > 0 is screened by its moving average). Printed, on the first N clips of the s1 validation split
 (stills: each clip's first frame, as in scripts/evaluate_model.sh):
 
 - rendering (eye_input generators): the generator given each real clip's own eye openness; how
@@ -47,7 +47,9 @@ def load_generator(checkpoint: Path) -> Generator:
     cfg = yaml.safe_load(run_config.read_text())
     generator = Generator(GeneratorConfig(width=cfg["g_width"], audio_gru_layers=cfg["audio_gru_layers"],
                                           output=cfg["g_output"], eye_input=cfg.get("eye_input", False)))
-    generator.load_state_dict(load_file(checkpoint / "model.safetensors"))  # accelerate's file of the first model, G
+    # train.py's moving average of G (g_ema > 0) when the run kept one; else accelerate's file of the first model, G
+    weights = checkpoint / "generator_ema.safetensors"
+    generator.load_state_dict(load_file(weights if weights.is_file() else checkpoint / "model.safetensors"))
     return generator
 
 

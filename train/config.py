@@ -60,7 +60,12 @@ class TrainConfig:
     eye_input: bool = False  # not in the paper: the decoder reads the eye openness (models/eye_process.py)
     eye_process: str | None = None  # a fitted EyeProcess (train/fit_eye_process.py), copied into the generator
     init_generator: str | None = None  # start G from this save_pretrained folder (new inputs at zero weight)
-    eyes_only: bool = False  # train only G's eye maps (eye_input): what init_generator learnt stays as it was
+    # Not in the paper: validate, sample and export an exponential moving average of G's weights,
+    # updated after every step with this decay (0.999: about the last 1000 steps). 0 = off. GAN
+    # generators swing from one checkpoint to the next (ours: blinks 6-46 of 50 within 300 steps);
+    # the average is what stylegan2-ada-pytorch and most GANs since ship.
+    g_ema: float = 0.0
+    eyes_only: bool = False  # train only G's eye maps (eye_input); the other weights stay (BatchNorm statistics still update)
 
     # ---- objective (Eq. 7) and Table 5's ablations
     lambda_img: float = 1.0
@@ -112,6 +117,8 @@ class TrainConfig:
             raise ConfigError(f"mixed_precision must be no (fp32) or bf16, got {self.mixed_precision!r}")
         if self.frames is not None and self.frames < 5:
             raise ConfigError(f"frames={self.frames} is shorter than a sync snippet: use at least 5 (or null for whole clips)")
+        if not 0 <= self.g_ema < 1:
+            raise ConfigError(f"g_ema is the moving average's decay per step: between 0 (off) and 1 (e.g. 0.999), got {self.g_ema}")
         if not 0 <= self.speaker_balance <= 1:
             raise ConfigError(f"speaker_balance must be between 0 (clips drawn uniformly) and 1 (speakers equally often), got {self.speaker_balance}")
         if not 0 <= self.geometry_jitter <= 0.2:

@@ -17,9 +17,11 @@ The run folder (runs/<name>/ or run_dir=...) holds:
     tensorboard/           the same numbers and the sample strips, for TensorBoard
     samples/step_*.png     8 frames of each fixed validation clip: the real row above the generated one
     samples/step_*.mp4     the first of those clips, real | generated side by side, with its audio
-    checkpoints/step_*/    accelerate save_state: models, optimisers, RNG states, progress (last K)
+    checkpoints/step_*/    accelerate save_state: models, optimisers, RNG states, progress (last K),
+                           and with g_ema > 0 the averaged generator (generator_ema.safetensors)
     best/                  the generator at the best validation score (save_pretrained: safetensors,
-                           config.json, model card); `--push-to-hub REPO` uploads it
+                           config.json, model card; the averaged one with g_ema > 0); `--push-to-hub REPO`
+                           uploads it
 """
 
 import argparse
@@ -173,7 +175,9 @@ def build_models(cfg: TrainConfig, weights: losses.LossWeights,
         # the real clips' openness, so nothing here should move it.
         generator.eye_process.requires_grad_(False)
     if cfg.eyes_only:
-        # The lips, identity and sync of init_generator stay as they were; only the closure's maps learn.
+        # The lips, identity and sync of init_generator keep their weights; only the closure's maps learn.
+        # BatchNorm running statistics still follow the training batches (train mode), which an average
+        # of snapshots (scripts/average_checkpoints.py) needs anyway.
         generator.requires_grad_(False)
         generator.decoder.eye_maps.requires_grad_(True)
     builders = {
@@ -578,7 +582,7 @@ def checkpoints(cfg: TrainConfig) -> list[Path]:
     return sorted(p for p in folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")) if folder.is_dir() else []
 
 
-def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, step: int) -> Path:
+def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, step: int, ema: torch.nn.Module | None = None) -> Path:
     """accelerate save_state into checkpoints/step_N; written under a .tmp name and renamed, so a run
     killed while saving leaves the previous checkpoint as the newest one. Keeps the last `keep_last`."""
     final = cfg.path / "checkpoints" / f"step_{step:08d}"
@@ -589,6 +593,11 @@ def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, step: int) -> Pa
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if ema is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}, partial / EMA_FILE,
+                      metadata={"format": "pt"})
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         for old in checkpoints(cfg)[: -cfg.keep_last]:
@@ -632,6 +641,34 @@ def broadcast_buffers(accelerator: Accelerator, models) -> None:
         for model in models:
             for buffer in accelerator.unwrap_model(model).buffers():
                 torch.distributed.broadcast(buffer, src=0)
+
+
+EMA_FILE = "generator_ema.safetensors"
+
+
+def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model for the weights. Buffers (BatchNorm
+    statistics) are copied: they are averages already, of the activations of the current weights."""
+    with torch.no_grad():
+        for kept, current in zip(average.parameters(), model.parameters()):
+            kept.lerp_(current.detach(), 1.0 - decay)
+        for kept, current in zip(average.buffers(), model.buffers()):
+            kept.copy_(current)
+
+
+def start_ema(accelerator: Accelerator, generator, checkpoint: Path | None) -> Generator:
+    """The averaged generator: the checkpoint's, or a copy of G (a new run, or one resumed from a
+    checkpoint saved without g_ema)."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    average = copy.deepcopy(accelerator.unwrap_model(generator)).requires_grad_(False)
+    if checkpoint is not None and (checkpoint / EMA_FILE).is_file():
+        average.load_state_dict(load_file(checkpoint / EMA_FILE, device=str(accelerator.device)))
+    elif checkpoint is not None:
+        accelerator.print(f"{checkpoint} has no {EMA_FILE}: the moving average starts from its generator", flush=True)
+    return average
 
 
 def weights_digest(accelerator: Accelerator, models: dict) -> dict[str, str]:
@@ -819,6 +856,10 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
                           f"batch {progress.batch} of the epoch)"
                           + "".join(f"; D_{name} starts afresh" for name in added), flush=True)
 
+    # What validation, the samples and best/ show: G itself, or its moving average (g_ema).
+    ema = start_ema(accelerator, generator, last) if cfg.g_ema else None
+    shown = ema if ema is not None else generator
+
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -868,6 +909,8 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
             values = train_step(accelerator, cfg, weights, generator, discriminators, optimizers, batch, rng)
             progress.step += 1
             progress.batch += 1
+            if ema is not None:
+                ema_update(ema, accelerator.unwrap_model(generator), cfg.g_ema)
             if not all_finite(accelerator, values):
                 report_non_finite(accelerator, cfg, values, progress.step)
                 accelerator.end_training()
@@ -881,9 +924,9 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
                 print_line(accelerator, progress.step, progress.epoch, logged)
                 meter = Meter()
             if progress.step % cfg.sample_every == 0 and accelerator.is_main_process:
-                write_samples(accelerator, cfg, generator, sample_batch, progress.step, tracker)
+                write_samples(accelerator, cfg, shown, sample_batch, progress.step, tracker)
             if progress.step % cfg.save_every == 0:
-                save_checkpoint(accelerator, cfg, progress.step)
+                save_checkpoint(accelerator, cfg, progress.step, ema)
                 saved_step = progress.step
             if cfg.max_steps is not None and progress.step >= cfg.max_steps:
                 stop = f"reached max_steps={cfg.max_steps}"
@@ -899,9 +942,9 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
 
         if not signalled and (stop is None or not validated):  # a signalled stop saves, it does not validate
             # ---- validation: after every epoch (and once at the end of a run cut short before one)
-            broadcast_buffers(accelerator, models.values())
+            broadcast_buffers(accelerator, [*models.values(), *([ema] if ema is not None else [])])
             val_loader.set_epoch(0)  # the same stills and shifted audio every validation
-            metrics = validate(accelerator, cfg, generator, discriminators, val_loader, val_metrics)
+            metrics = validate(accelerator, cfg, shown, discriminators, val_loader, val_metrics)
             validated = True
             name, score = score_of(cfg, metrics)
             log({**metrics, "val/score": score})
@@ -914,7 +957,7 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
             if score > progress.best_score:
                 progress.best_score, progress.best_step, progress.stale_epochs = score, progress.step, 0
                 if accelerator.is_main_process:
-                    best = export_best(accelerator, cfg, generator, progress, metrics)
+                    best = export_best(accelerator, cfg, shown, progress, metrics)
                     accelerator.print(f"new best {name} {score:.4f}: generator exported to {best}", flush=True)
             else:
                 progress.stale_epochs += 1
@@ -924,11 +967,11 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     # ---- the end
     stop_signal.restore()
     stop = stop or f"trained {cfg.epochs} epochs"
-    broadcast_buffers(accelerator, models.values())
+    broadcast_buffers(accelerator, [*models.values(), *([ema] if ema is not None else [])])
     if saved_step != progress.step:
-        save_checkpoint(accelerator, cfg, progress.step)
+        save_checkpoint(accelerator, cfg, progress.step, ema)
     if accelerator.is_main_process:
-        write_samples(accelerator, cfg, generator, sample_batch, progress.step, tracker)
+        write_samples(accelerator, cfg, shown, sample_batch, progress.step, tracker)
     digest = weights_digest(accelerator, models)
     (run / f"weights_rank{accelerator.process_index}.json").write_text(json.dumps(digest, indent=1))
     accelerator.print(f"done after {progress.step} steps ({stop}); best {progress.best_score:.4f} at step "
