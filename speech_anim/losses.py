@@ -178,15 +178,28 @@ def lower_half_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | N
     return _rows_l1(fake, real, height // 2, height, mask)
 
 
-def eye_band_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def eye_band_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | None = None,
+                closure: torch.Tensor | None = None, closure_weight: float = 0.0) -> torch.Tensor:
     """Ours, for generators given the real clip's eye openness (eye_input): Eq. 6 over the eye band.
 
-    L_eyes = mean_{p in [0, W] x EYE_ROWS} |F_p - G_p| (rows 32:64 of 128: brows, lids, eyes), over
-    channels and valid frames. Told how open the real eyes are, the generator can be held to them
-    frame by frame, so blinking is learnt as a supervised task, not left to the discriminators alone.
+    L_eyes = sum_t w_t m_t l_t / sum_t w_t m_t,  l_t = mean_{p in [0, W] x EYE_ROWS} |F_p - G_p|
+    (rows 32:64 of 128: brows, lids, eyes; over channels), m_t the valid frames, and
+    w_t = 1 + closure_weight * closure_t with closure_t = (1 - o_t)+ the real eyes' closure (B×T).
+    Told how open the real eyes are, the generator can be held to them frame by frame, so blinking is
+    learnt as a supervised task, not left to the discriminators alone. With closure_weight 0 every
+    frame counts alike; blinks are a tenth of the frames, and a generator held to them that way drew
+    half-closed lids nearly open, so shallow blinks went missing and the rest came out short.
     """
     _check_frames(fake, real, min_height=EYE_ROWS[1])
-    return _rows_l1(fake, real, *EYE_ROWS, mask)
+    if not closure_weight:
+        return _rows_l1(fake, real, *EYE_ROWS, mask)
+    if closure is None or closure.shape != fake.shape[:-3]:
+        raise LossInputError(f"closure_weight needs the real eyes' closure shaped {tuple(fake.shape[:-3])}, got "
+                             f"{None if closure is None else tuple(closure.shape)}")
+    weight = 1 + closure_weight * closure.clamp(min=0)
+    valid = weight if mask is None else weight * mask
+    per_frame = (fake[..., EYE_ROWS[0]:EYE_ROWS[1], :] - real[..., EYE_ROWS[0]:EYE_ROWS[1], :]).abs().flatten(start_dim=-3).mean(dim=-1)
+    return (per_frame * valid).sum() / valid.sum().clamp(min=1e-8)
 
 
 def _check_frames(fake: torch.Tensor, real: torch.Tensor, min_height: int = 0) -> None:

@@ -322,3 +322,25 @@ def test_eye_audio_invariance_compares_only_the_eye_band_of_the_two_passes():
     assert LossWeights().eye_audio == 0 and LOG_NAMES["g_eye_audio"] == "loss/G/eye_audio_invariance"
     with pytest.raises(LossInputError, match="one shape"):
         eye_audio_invariance_l1(fake, quiet[:, :1])
+
+
+def test_eye_band_l1_weighs_closing_frames_by_the_real_closure():
+    from speech_anim import losses
+
+    real = torch.zeros(1, 2, 3, 128, 96)
+    fake = real.clone()
+    fake[0, 0, :, 40] = 1.0  # frame 0 is wrong in one row of the eye band, frame 1 in two
+    fake[0, 1, :, 40:42] = 1.0
+    per_frame = torch.tensor([1 / 32, 2 / 32])
+    plain = losses.eye_band_l1(fake, real)
+    assert torch.isclose(plain, per_frame.mean())
+    # frame 0 fully closed (weight 1 + 4 = 5), frame 1 open (weight 1)
+    closure = torch.tensor([[1.0, 0.0]])
+    weighted = losses.eye_band_l1(fake, real, closure=closure, closure_weight=4.0)
+    assert torch.isclose(weighted, (5 * per_frame[0] + per_frame[1]) / 6)
+    # a masked-out frame counts for nothing, however closed
+    masked = losses.eye_band_l1(fake, real, torch.tensor([[0.0, 1.0]]), closure, 4.0)
+    assert torch.isclose(masked, per_frame[1])
+    assert torch.equal(losses.eye_band_l1(fake, real, closure=closure, closure_weight=0.0), plain)
+    with pytest.raises(losses.LossInputError, match="closure"):
+        losses.eye_band_l1(fake, real, closure_weight=4.0)

@@ -82,6 +82,7 @@ class TrainConfig:
     lambda_texture: float = 0.0  # not in the paper: losses.upper_half_texture_excess (0 = off)
     lambda_decoded: float = 0.0  # not in the paper: losses.decoded_frame_l1, for g_output=blend (0 = off)
     lambda_eye_rec: float = 0.0  # not in the paper: losses.eye_band_l1, for eye_input (0 = off)
+    eye_rec_closure: float = 0.0  # its frames weigh 1 + eye_rec_closure * (1 - real openness): blinks count more
     ablations: list[str] = field(default_factory=list)  # any of no-adv, no-l1, no-img, no-sync, no-seq
 
     # ---- optimisation (paper §3.3)
@@ -134,6 +135,8 @@ class TrainConfig:
         if self.lambda_decoded > 0 and self.g_output != "blend":
             raise ConfigError(f"lambda_decoded ties the blend's decoded frame to the real one, and g_output={self.g_output!r} "
                               "has none: use g_output=blend or lambda_decoded=0")
+        if self.eye_rec_closure < 0:
+            raise ConfigError(f"eye_rec_closure weighs the closing frames of eye_band_l1: use 0 (off) or more, got {self.eye_rec_closure}")
         if self.lambda_eye_rec > 0 and not self.eye_input:
             raise ConfigError("lambda_eye_rec compares eyes drawn from the real openness, which needs eye_input=true")
         if self.eyes_only and not self.eye_input:

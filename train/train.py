@@ -361,7 +361,8 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         if weights.rec > 0:
             terms["rec"] = losses.lower_half_l1(fake, video, mask)
         if weights.eye_rec > 0:  # the generator was given the real eyes' openness, so it can draw them
-            terms["eye_rec"] = losses.eye_band_l1(fake, video, mask)
+            closure = 1 - batch["openness"].to(fake.device) if cfg.eye_rec_closure else None
+            terms["eye_rec"] = losses.eye_band_l1(fake, video, mask, closure, cfg.eye_rec_closure)
         if weights.div > 0:
             terms["div"] = losses.upper_half_noise_diversity(fake, generated["other"], noise, passes["other"][1], mask,
                                                              eps=cfg.div_eps)
