@@ -228,6 +228,22 @@ def test_eye_band_term_draws_from_the_real_openness_and_enters_the_total(clips, 
     assert len(seen) == 1 and torch.equal(seen[0], collate_clips([dataset[0], dataset[1]])["openness"])
 
 
+def test_eye_band_term_weighs_frames_by_the_real_closure_when_asked(clips, accelerator, tmp_path, eye_process, monkeypatch):
+    from speech_anim import losses
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+
+    calls = []
+    original = losses.eye_band_l1
+    monkeypatch.setattr(losses, "eye_band_l1", lambda *args: calls.append(args) or original(*args))
+    values = _step_with_the_frame_discriminator(clips, accelerator, tmp_path, "eye_input=true", f"eye_process={eye_process}",
+                                                "lambda_eye_rec=600", "eye_rec_closure=10")
+    (fake, real, mask, closure, weight), = calls
+    openness = collate_clips([TalkingFaceDataset(clips, None, frames=8, seed=0)[i] for i in (0, 1)])["openness"]
+    assert weight == 10 and torch.equal(closure, 1 - openness)
+    assert values["g_eye_rec"] == original(fake, real, mask, closure, weight)
+    assert values["g_eye_rec"] != original(fake, real, mask)  # the weighting changed the term
+
+
 def test_eye_settings_need_each_other(clips, tmp_path, eye_process):
     with pytest.raises(T.ConfigError, match="eye_input=true"):
         _tiny(clips, tmp_path, "lambda_eye_rec=600")
