@@ -9,6 +9,7 @@ so the shipped model says exactly where it came from.
 """
 
 import argparse
+from dataclasses import replace
 import json
 import shutil
 from pathlib import Path
@@ -30,9 +31,16 @@ def main() -> None:
                         help="a generator saved with save_pretrained (e.g. runs/NAME/best) or a train.py checkpoints/step_* folder")
     parser.add_argument("--eye-process", type=Path, help="put this fitted EyeProcess (train/fit_eye_process.py) in the generator")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--eye-gain", type=float,
+                        help="GeneratorConfig.eye_gain to ship (calibrated with scripts/screen_eyes.py --eye-gain on validation clips)")
     args = parser.parse_args()
 
     generator = load_generator(args.checkpoint)
+    if args.eye_gain is not None:
+        if not generator.config.eye_input:
+            raise SystemExit(f"export: {args.checkpoint} has no eye input (eye_input=false): drop --eye-gain")
+        generator.config = replace(generator.config, eye_gain=args.eye_gain)  # checked by GeneratorConfig
+        generator._hub_mixin_config = generator.config  # what save_pretrained writes to config.json
     if args.eye_process:
         if generator.eye_process is None:
             raise SystemExit(f"export: {args.checkpoint} has no eye input (eye_input=false): drop --eye-process")

@@ -19,6 +19,7 @@ config.yaml gives the generator's sizes; a run with g_ema > 0 is screened by its
 """
 
 import argparse
+from dataclasses import replace
 import json
 import sys
 from pathlib import Path
@@ -74,9 +75,14 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--eye-gain", type=float,
+                        help="decode the eye process's draws with this GeneratorConfig.eye_gain instead of the checkpoint's "
+                             "(to calibrate it: scripts/export_default_model.py --eye-gain)")
     args = parser.parse_args()
 
     generator = load_generator(args.checkpoint).eval()
+    if args.eye_gain is not None:
+        generator.config = replace(generator.config, eye_gain=args.eye_gain)
     animator = Animator(generator, device="cpu")
     ids = preprocessed_ids(args.data, args.split, args.clips)
     clips = [read_clip(args.data, i) for i in ids]

@@ -201,6 +201,29 @@ def test_eye_input_reads_the_openness_and_draws_it_chunk_invariantly_when_not_gi
         Generator(TINY)(still, audio, openness=torch.ones(2, 30))
 
 
+def test_eye_gain_widens_the_drawn_openness_about_open_eyes_and_leaves_given_openness_alone():
+    torch.manual_seed(0)
+    plain = Generator(GeneratorConfig(width=0.0625, eye_input=True)).eval()
+    widened = Generator(GeneratorConfig(width=0.0625, eye_input=True, eye_gain=1.5)).eval()
+    widened.load_state_dict(plain.state_dict())
+    closures = {}
+    for name, model in (("plain", plain), ("widened", widened)):
+        seen = []
+        model.decoder.register_forward_pre_hook(lambda module, args, seen=seen: seen.append(args[0][..., -1]))
+        still, audio = _inputs(batch=1, frames=40, seed=3)
+        noise = model.sample_noise(1, 40, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            model(still, audio, noise=noise, generator=torch.Generator().manual_seed(5))  # drawn
+            model(still, audio, noise=noise, openness=torch.full((1, 40), 0.5))  # given
+        closures[name] = [c[:1] for c in seen]  # the frames' own eyes (the second half is open eyes)
+    drawn = 1 - closures["plain"][0]
+    torch.testing.assert_close(1 - closures["widened"][0], (1 + 1.5 * (drawn - 1)).clamp(min=0))
+    assert not torch.equal(closures["plain"][0], closures["widened"][0])
+    torch.testing.assert_close(closures["widened"][1], closures["plain"][1])  # given: 0.5 both times
+    with pytest.raises(ValueError, match="eye_gain"):
+        GeneratorConfig(eye_gain=0)
+
+
 def test_eye_input_generator_saves_its_eye_process_with_it(tmp_path):
     torch.manual_seed(0)
     model = Generator(GeneratorConfig(width=0.0625, eye_input=True))

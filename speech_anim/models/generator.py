@@ -80,6 +80,12 @@ class GeneratorConfig:
     window_samples: int = 3200  # 0.2 s of audio per video frame (Eq. 1)
     output: str = "frame"  # "frame": the paper's decoder; "blend": decoded frame blended over the still
     eye_input: bool = False  # not the paper: the decoder reads the eye openness, drawn by an EyeProcess
+    # Not in the paper: the eye process's draws are widened about open eyes before decoding,
+    # o <- max(0, 1 + eye_gain (o - 1)). A trained decoder may draw a closure c as less than c (ours:
+    # about 0.86 c, so that half-closed lids looked nearly open and shallow blinks were lost); the
+    # gain is calibrated on validation clips after training (model_card.md). Openness given by the
+    # caller (training, tests) is decoded as it is.
+    eye_gain: float = 1.0
 
     def __post_init__(self):
         if not self.width > 0:
@@ -91,6 +97,8 @@ class GeneratorConfig:
                 raise ValueError(f"GeneratorConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.output not in OUTPUTS:
             raise ValueError(f"GeneratorConfig.output must be one of {OUTPUTS}, got {self.output!r}")
+        if not self.eye_gain > 0:
+            raise ValueError(f"GeneratorConfig.eye_gain must be > 0 (1 decodes the eye process's draws as they are), got {self.eye_gain}")
 
     def channels(self, base: int) -> int:
         return max(1, round(base * self.width))
@@ -331,6 +339,8 @@ class Generator(nn.Module, SafeHubMixin):
                 raise ValueError("this generator has no eye input (eye_input=False): drop the openness")
         elif openness is None:
             openness, eye_state = self.eye_process.sample(batch, frames, generator, state.eyes)
+            if self.config.eye_gain != 1.0:
+                openness = (1.0 + self.config.eye_gain * (openness - 1.0)).clamp(min=0.0)
         elif tuple(openness.shape) != (batch, frames):
             raise ValueError(f"openness must be {batch}×{frames}, got {tuple(openness.shape)}")
 
