@@ -75,7 +75,7 @@ def build_demo(checkpoint: str | None = None, concurrency_limit: int | None = No
             raise _error(user_message(error, names)) from None
         return (
             str(result.video),
-            result.crop,
+            str(result.crop_png),
             pd.DataFrame(result.summary, columns=SUMMARY_HEADERS),
             pd.DataFrame(result.blinks, columns=BLINK_HEADERS),
             result.figure,
@@ -134,7 +134,7 @@ def build_demo(checkpoint: str | None = None, concurrency_limit: int | None = No
             with gr.Column(scale=7):
                 video = gr.Video(label="Talking head", height=360, elem_id="video")
                 with gr.Row(equal_height=False):
-                    crop = gr.Image(label="Aligned face", type="numpy", height=240, interactive=False, buttons=[],
+                    crop = gr.Image(label="Aligned face", type="filepath", height=240, interactive=False, buttons=[],
                                     scale=1, format="png", elem_id="crop")
                     with gr.Column(scale=3):
                         status = gr.Markdown(label="Status", elem_id="status",

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .animator import DEFAULT_CHECKPOINT, Animator
 from .audio import SAMPLE_RATE, load_audio
@@ -59,6 +60,7 @@ class AppResult:
 
     video: Path  # H.264 + AAC mp4
     crop: np.ndarray  # the aligned 128×96 still the model was given
+    crop_png: Path  # the same, as a PNG file (what the page shows)
     stats: BlinkStats = field(repr=False)
     summary: list[list]  # [name, value] rows: SUMMARY_NAMES
     blinks: list[list]  # one row per blink under BLINK_HEADERS
@@ -179,8 +181,14 @@ def animate(
         frames = np.stack([paster(crop) for crop in result.frames])
 
     report(0.92, "encoding the video")
-    video = _output_dir() / f"speech_anim_seed{seed}_{uuid.uuid4().hex[:8]}.mp4"
+    name = f"speech_anim_seed{seed}_{uuid.uuid4().hex[:8]}"
+    video = _output_dir() / f"{name}.mp4"
     write_video(video, frames, result.fps, audio=result.audio, sample_rate=result.sample_rate)
+    # The crop goes to the page as a file of its own. Handed over as an array, gradio 6 writes it to
+    # a cache path named by its content, in place: two requests with the same photo rewrote one file
+    # while it was being served, and a download came back cut short. Files are cached by a rename.
+    crop_png = _output_dir() / f"{name}_crop.png"
+    Image.fromarray(result.crop).save(crop_png)
     elapsed = time.perf_counter() - started
     report(1.0, "done")
     status = (
@@ -190,6 +198,7 @@ def animate(
     return AppResult(
         video=video,
         crop=result.crop,
+        crop_png=crop_png,
         stats=stats,
         summary=summary_rows(stats),
         blinks=blink_rows(stats),
@@ -241,7 +250,7 @@ def _output_dir() -> Path:
             _output_root = Path(tempfile.mkdtemp(prefix="speech_anim_app_"))
             atexit.register(shutil.rmtree, _output_root, ignore_errors=True)
         now = time.time()
-        for old in _output_root.glob("*.mp4"):
+        for old in [*_output_root.glob("*.mp4"), *_output_root.glob("*.png")]:
             try:
                 if now - old.stat().st_mtime > OUTPUT_MAX_AGE_SECONDS:
                     old.unlink()

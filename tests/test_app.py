@@ -103,7 +103,9 @@ def test_api_animates_a_real_photo_with_real_speech(client):
     assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
     assert abs(info["duration"] - seconds) <= 1 / 25, (info["duration"], seconds)  # within a frame
     assert (info["width"], info["height"]) == (512, 512)  # pasted back into the 512×512 photo
-    assert Path(crop).is_file()
+    from PIL import Image
+
+    assert Image.open(crop).size == (96, 128)  # the aligned crop, width × height
     table = dict(summary["data"])
     assert list(table) == ["Blinks", "Blinks per second", "Mean blink duration (s)", "Median blink duration (s)",
                            "Video length (s)"]
@@ -116,8 +118,13 @@ def test_progress_reports_every_stage_in_order(tmp_path):
     from speech_anim import app_helpers
 
     seen = []
-    app_helpers.animate(PHOTO, SPEECH, checkpoint=tiny_checkpoint(tmp_path / "model"),
-                        progress=lambda fraction, stage: seen.append((fraction, stage)))
+    result = app_helpers.animate(PHOTO, SPEECH, checkpoint=tiny_checkpoint(tmp_path / "model"),
+                                 progress=lambda fraction, stage: seen.append((fraction, stage)))
+    # The page gets the crop as a PNG file of this request's own (see app_helpers.animate).
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(result.crop_png).convert("RGB")), result.crop)
+    assert result.crop_png.parent == result.video.parent and result.crop_png.stem.startswith(result.video.stem)
     stages = [stage for _, stage in seen]
     assert set(stages) <= STAGES and set(stages) >= STAGES - {"loading the model", "reading the photo and the speech"}, stages
     assert stages.index("aligning the face") < stages.index("generating frames") < stages.index("encoding the video")
