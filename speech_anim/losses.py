@@ -196,10 +196,7 @@ def eye_band_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | Non
     if closure is None or closure.shape != fake.shape[:-3]:
         raise LossInputError(f"closure_weight needs the real eyes' closure shaped {tuple(fake.shape[:-3])}, got "
                              f"{None if closure is None else tuple(closure.shape)}")
-    weight = 1 + closure_weight * closure.clamp(min=0)
-    valid = weight if mask is None else weight * mask
-    per_frame = (fake[..., EYE_ROWS[0]:EYE_ROWS[1], :] - real[..., EYE_ROWS[0]:EYE_ROWS[1], :]).abs().flatten(start_dim=-3).mean(dim=-1)
-    return (per_frame * valid).sum() / valid.sum().clamp(min=1e-8)
+    return _rows_l1(fake, real, *EYE_ROWS, mask, weight=1 + closure_weight * closure.clamp(min=0))
 
 
 def _check_frames(fake: torch.Tensor, real: torch.Tensor, min_height: int = 0) -> None:
@@ -211,13 +208,17 @@ def _check_frames(fake: torch.Tensor, real: torch.Tensor, min_height: int = 0) -
         raise LossInputError(f"expected frames shaped (..., C, H, W){rows}, got {tuple(fake.shape)}")
 
 
-def _rows_l1(a: torch.Tensor, b: torch.Tensor, top: int, bottom: int, mask: torch.Tensor | None) -> torch.Tensor:
-    """mean |a - b| over rows top:bottom of every valid frame; (..., C, H, W) frames, mask (...)."""
+def _rows_l1(a: torch.Tensor, b: torch.Tensor, top: int, bottom: int, mask: torch.Tensor | None,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """mean |a - b| over rows top:bottom of every valid frame; (..., C, H, W) frames, mask (...);
+    with `weight` (...), the mean weighted per frame: sum w m l / sum w m."""
     per_frame = (a[..., top:bottom, :] - b[..., top:bottom, :]).abs().flatten(start_dim=-3).mean(dim=-1)
     if mask is not None and mask.shape != per_frame.shape:
         raise LossInputError(f"mask shape {tuple(mask.shape)} does not match the frames' leading dims {tuple(per_frame.shape)}")
     # Every frame has the same pixel count, so the mean of per-frame means is the mean over pixels.
-    return _mean(per_frame, mask)
+    if weight is None:
+        return _mean(per_frame, mask)
+    return _mean(per_frame * weight, mask) / _mean(weight, mask)  # both means over the same valid frames
 
 
 def upper_half_noise_diversity(fake_a: torch.Tensor, fake_b: torch.Tensor, noise_a: torch.Tensor,

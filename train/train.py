@@ -860,6 +860,7 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     # What validation, the samples and best/ show: G itself, or its moving average (g_ema).
     ema = start_ema(accelerator, generator, last) if cfg.g_ema else None
     shown = ema if ema is not None else generator
+    synced = [*models.values(), *([ema] if ema is not None else [])]  # whose BatchNorm statistics rank 0 gives the rest
 
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
@@ -943,7 +944,7 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
 
         if not signalled and (stop is None or not validated):  # a signalled stop saves, it does not validate
             # ---- validation: after every epoch (and once at the end of a run cut short before one)
-            broadcast_buffers(accelerator, [*models.values(), *([ema] if ema is not None else [])])
+            broadcast_buffers(accelerator, synced)
             val_loader.set_epoch(0)  # the same stills and shifted audio every validation
             metrics = validate(accelerator, cfg, shown, discriminators, val_loader, val_metrics)
             validated = True
@@ -968,7 +969,7 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     # ---- the end
     stop_signal.restore()
     stop = stop or f"trained {cfg.epochs} epochs"
-    broadcast_buffers(accelerator, [*models.values(), *([ema] if ema is not None else [])])
+    broadcast_buffers(accelerator, synced)
     if saved_step != progress.step:
         save_checkpoint(accelerator, cfg, progress.step, ema)
     if accelerator.is_main_process:
