@@ -39,7 +39,10 @@ def main() -> None:
     if args.eye_gain is not None:
         if not generator.config.eye_input:
             raise SystemExit(f"export: {args.checkpoint} has no eye input (eye_input=false): drop --eye-gain")
-        generator.config = replace(generator.config, eye_gain=args.eye_gain)  # checked by GeneratorConfig
+        try:
+            generator.config = replace(generator.config, eye_gain=args.eye_gain)  # checked by GeneratorConfig
+        except ValueError as error:
+            raise SystemExit(f"export: {error}") from None
         generator._hub_mixin_config = generator.config  # what save_pretrained writes to config.json
     if args.eye_process:
         if generator.eye_process is None:

@@ -82,7 +82,10 @@ def main() -> None:
 
     generator = load_generator(args.checkpoint).eval()
     if args.eye_gain is not None:
-        generator.config = replace(generator.config, eye_gain=args.eye_gain)
+        try:
+            generator.config = replace(generator.config, eye_gain=args.eye_gain)  # checked by GeneratorConfig
+        except ValueError as error:
+            sys.exit(f"screen_eyes: {error}")
     animator = Animator(generator, device="cpu")
     ids = preprocessed_ids(args.data, args.split, args.clips)
     clips = [read_clip(args.data, i) for i in ids]
