@@ -9,7 +9,6 @@ so the shipped model says exactly where it came from.
 """
 
 import argparse
-from dataclasses import replace
 import json
 import shutil
 from pathlib import Path
@@ -37,13 +36,10 @@ def main() -> None:
 
     generator = load_generator(args.checkpoint)
     if args.eye_gain is not None:
-        if not generator.config.eye_input:
-            raise SystemExit(f"export: {args.checkpoint} has no eye input (eye_input=false): drop --eye-gain")
         try:
-            generator.config = replace(generator.config, eye_gain=args.eye_gain)  # checked by GeneratorConfig
+            generator.set_eye_gain(args.eye_gain)
         except ValueError as error:
-            raise SystemExit(f"export: {error}") from None
-        generator._hub_mixin_config = generator.config  # what save_pretrained writes to config.json
+            raise SystemExit(f"export: {args.checkpoint}: {error}") from None
     if args.eye_process:
         if generator.eye_process is None:
             raise SystemExit(f"export: {args.checkpoint} has no eye input (eye_input=false): drop --eye-process")

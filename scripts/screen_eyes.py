@@ -19,15 +19,12 @@ config.yaml gives the generator's sizes; a run with g_ema > 0 is screened by its
 """
 
 import argparse
-from dataclasses import replace
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from safetensors.torch import load_file
 
 from speech_anim import Animator, audio
 from speech_anim.animator import _to_tensor as to_tensor, _to_uint8 as to_uint8  # the pipeline's own conversions
@@ -36,22 +33,19 @@ from speech_anim.data.datasets import read_split, split_file
 from speech_anim.data.preprocess import clip_path, decode_frames
 from speech_anim.face import crop_landmarks, inner_lip_gap
 from speech_anim.metrics.sync import av_sync
-from speech_anim.models import Generator, GeneratorConfig
+from speech_anim.models import Generator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+from config import ConfigError  # noqa: E402  (train/config.py)
+from train import generator_from_checkpoint  # noqa: E402  (train/train.py knows its checkpoints' layout)
 
 
 def load_generator(checkpoint: Path) -> Generator:
-    if (checkpoint / "config.json").is_file():
-        return Generator.from_pretrained(str(checkpoint))
-    run_config = checkpoint.parent.parent / "config.yaml"
-    if not (checkpoint / "model.safetensors").is_file() or not run_config.is_file():
-        sys.exit(f"screen_eyes: {checkpoint} is neither a save_pretrained folder nor a train.py checkpoint")
-    cfg = yaml.safe_load(run_config.read_text())
-    generator = Generator(GeneratorConfig(width=cfg["g_width"], audio_gru_layers=cfg["audio_gru_layers"],
-                                          output=cfg["g_output"], eye_input=cfg.get("eye_input", False)))
-    # train.py's moving average of G (g_ema > 0) when the run kept one; else accelerate's file of the first model, G
-    weights = checkpoint / "generator_ema.safetensors"
-    generator.load_state_dict(load_file(weights if weights.is_file() else checkpoint / "model.safetensors"))
-    return generator
+    """train.generator_from_checkpoint, with its complaint as one line."""
+    try:
+        return generator_from_checkpoint(checkpoint)
+    except ConfigError as error:
+        sys.exit(f"{Path(sys.argv[0]).stem}: {error}")
 
 
 def preprocessed_ids(data: Path, split: str, limit: int) -> list[str]:
@@ -83,7 +77,7 @@ def main() -> None:
     generator = load_generator(args.checkpoint).eval()
     if args.eye_gain is not None:
         try:
-            generator.config = replace(generator.config, eye_gain=args.eye_gain)  # checked by GeneratorConfig
+            generator.set_eye_gain(args.eye_gain)
         except ValueError as error:
             sys.exit(f"screen_eyes: {error}")
     animator = Animator(generator, device="cpu")

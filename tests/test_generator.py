@@ -224,6 +224,19 @@ def test_eye_gain_widens_the_drawn_openness_about_open_eyes_and_leaves_given_ope
         GeneratorConfig(eye_gain=0)
 
 
+def test_a_set_eye_gain_is_used_and_saved_and_a_bad_one_refused(tmp_path):
+    generator = Generator(GeneratorConfig(width=0.0625, eye_input=True))
+    generator.set_eye_gain(1.25)
+    assert generator.config.eye_gain == 1.25
+    generator.save_pretrained(tmp_path / "gain")
+    assert Generator.from_pretrained(str(tmp_path / "gain")).config.eye_gain == 1.25
+    with pytest.raises(ValueError, match="eye_gain must be > 0"):
+        generator.set_eye_gain(0)
+    assert generator.config.eye_gain == 1.25  # left as it was
+    with pytest.raises(ValueError, match="no eye input"):
+        Generator(GeneratorConfig(width=0.0625)).set_eye_gain(1.25)
+
+
 def test_eye_input_generator_saves_its_eye_process_with_it(tmp_path):
     torch.manual_seed(0)
     model = Generator(GeneratorConfig(width=0.0625, eye_input=True))

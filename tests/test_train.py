@@ -628,6 +628,13 @@ def test_moving_average_of_the_generator_is_checkpointed_resumed_and_exported(cl
     # one more step with decay 0.5: the resumed average went on from the saved one
     for k in weights:
         assert torch.allclose(ema3[k], 0.5 * ema[k] + 0.5 * g3[k], atol=1e-6), k
+    # what the screening and export scripts read from a checkpoint: the average; from best/: itself
+    screened = T.generator_from_checkpoint(step3).state_dict()
+    assert all(torch.equal(screened[k], ema3[k]) for k in weights)
+    best = Generator.from_pretrained(str(tmp_path / "best")).state_dict()  # re-exported by the resumed run
+    assert all(torch.equal(T.generator_from_checkpoint(tmp_path / "best").state_dict()[k], best[k]) for k in weights)
+    with pytest.raises(T.ConfigError, match="neither a save_pretrained folder nor a train.py checkpoint"):
+        T.generator_from_checkpoint(tmp_path / "checkpoints")
 
 
 def test_moving_average_starts_from_the_generator_of_a_checkpoint_without_one(clips, tmp_path):
@@ -638,5 +645,10 @@ def test_moving_average_starts_from_the_generator_of_a_checkpoint_without_one(cl
                              env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and "the moving average starts from its generator" in resumed.stdout, resumed.stdout
     assert (tmp_path / "checkpoints" / "step_00000003" / T.EMA_FILE).is_file()
+    from safetensors.torch import load_file
+
+    step2 = tmp_path / "checkpoints" / "step_00000002"  # saved without the average: G is what a script reads
+    g = load_file(step2 / "model.safetensors")
+    assert all(torch.equal(v, g[k]) for k, v in T.generator_from_checkpoint(step2).state_dict().items())
     with pytest.raises(T.ConfigError, match="g_ema"):
         _tiny(clips, tmp_path, "g_ema=1")

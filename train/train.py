@@ -156,13 +156,35 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
                               eye_rec=cfg.lambda_eye_rec).ablate(*cfg.ablations)
 
 
+def generator_config(cfg: TrainConfig) -> GeneratorConfig:
+    return GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output,
+                           eye_input=cfg.eye_input)
+
+
+def generator_from_checkpoint(path: Path) -> Generator:
+    """The generator in `path`: a save_pretrained folder (a run's best/, an export) or one of a run's
+    checkpoints/step_* folders, read with the run's config.yaml, whose moving average (EMA_FILE) is
+    taken when the run kept one, else G. For the scripts that screen, average and export checkpoints."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return Generator.from_pretrained(str(path))
+    run_config = path.parent.parent / "config.yaml"
+    if not (path / "model.safetensors").is_file() or not run_config.is_file():
+        raise ConfigError(f"{path} is neither a save_pretrained folder nor a train.py checkpoint (runs/NAME/checkpoints/step_*)")
+    generator = Generator(generator_config(load_config(str(run_config))))
+    weights = path / EMA_FILE if (path / EMA_FILE).is_file() else path / "model.safetensors"  # accelerate's file of G
+    generator.load_state_dict(load_file(weights))
+    return generator
+
+
 def build_models(cfg: TrainConfig, weights: losses.LossWeights,
                  pretrained: bool = True) -> tuple[Generator, dict[str, torch.nn.Module]]:
     """The generator and the discriminators the weights need ('img', 'seq', 'sync', 'eye'), in that
     order: checkpoints store them by position. `pretrained=False` (a resumed run, whose checkpoint
     holds every weight) skips init_generator and eye_process."""
-    generator = Generator(GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output,
-                                          eye_input=cfg.eye_input))
+    generator = Generator(generator_config(cfg))
     if cfg.init_generator and pretrained:
         source = start_from_pretrained(generator, cfg.init_generator)
         if cfg.eye_input and not (cfg.eye_process or source.eye_input):

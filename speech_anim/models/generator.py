@@ -21,7 +21,7 @@ same as one pass and, in eval mode, gives the same frames (the GRU states are ca
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -290,6 +290,14 @@ class Generator(nn.Module, SafeHubMixin):
         self.apply(_init_weights)
         if config.output == "blend":
             nn.init.constant_(self.decoder.to_rgb.bias[3], BLEND_MASK_BIAS)
+
+    def set_eye_gain(self, gain: float) -> None:
+        """Decode the eye process's draws with this GeneratorConfig.eye_gain from now on (and save it
+        with the model): how a gain calibrated on validation clips is tried and shipped."""
+        if not self.config.eye_input:
+            raise ValueError("this generator has no eye input (eye_input=False): it draws no eyes to set a gain for")
+        self.config = replace(self.config, eye_gain=gain)  # GeneratorConfig checks the value
+        self._hub_mixin_config = self.config
 
     def sample_noise(self, batch: int, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """B×T×noise_dim noise, N(0, noise_variance); chunk-invariant for a given `generator`."""
