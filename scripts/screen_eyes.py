@@ -48,9 +48,10 @@ def load_generator(checkpoint: Path) -> Generator:
         sys.exit(f"{Path(sys.argv[0]).stem}: {error}")
 
 
-def preprocessed_ids(data: Path, split: str, limit: int) -> list[str]:
-    """The first `limit` clips of a GRID split list that preprocessing kept in `data`."""
-    return [i for i in read_split(split_file("grid", split)) if clip_path(data, i).is_file()][:limit]
+def preprocessed_ids(data: Path, split: str, limit: int, speaker: str | None = None) -> list[str]:
+    """The first `limit` clips of a GRID split list (of one speaker's, if given) that preprocessing kept in `data`."""
+    ids = [i for i in read_split(split_file("grid", split)) if speaker is None or i.split("/")[0] == speaker]
+    return [i for i in ids if clip_path(data, i).is_file()][:limit]
 
 
 def read_clip(data: Path, clip_id: str):

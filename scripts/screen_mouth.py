@@ -2,6 +2,7 @@
 
     python scripts/screen_mouth.py runs/cpu-small-voices/checkpoints/step_00001600
     python scripts/screen_mouth.py speech_anim/pretrained/grid-s1 --split test --clips 20 --json runs/mouth.json
+    python scripts/screen_mouth.py runs/cpu-small-speakers/checkpoints/step_00002500 --split train --speaker s4
 
 CHECKPOINT is a `save_pretrained` folder or a train.py `checkpoints/step_*` folder (as for
 scripts/screen_eyes.py). Each clip is animated from its first frame with seed k for the k-th clip,
@@ -56,15 +57,17 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data", type=Path, default=Path("/work/data_cache/grid"))
     parser.add_argument("--split", default="unseen", help="a split of speech_anim/data/splits (unseen: s31)")
+    parser.add_argument("--speaker", help="only this speaker's clips of the split (e.g. s4 of train: has the model learnt his mouth?)")
     parser.add_argument("--clips", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--cross", action="store_true", help="also swap voices with s1 validation clips")
     args = parser.parse_args()
 
     animator = Animator(load_generator(args.checkpoint).eval(), device="cpu")
-    ids = preprocessed_ids(args.data, args.split, args.clips)
+    ids = preprocessed_ids(args.data, args.split, args.clips, args.speaker)
     if not ids:
-        raise SystemExit(f"screen_mouth: no clip of split {args.split!r} in {args.data}: run `speech-anim preprocess` first")
+        raise SystemExit(f"screen_mouth: no clip of split {args.split!r}{f' by {args.speaker}' if args.speaker else ''} "
+                         f"in {args.data}: run `speech-anim preprocess` first (or check --speaker)")
     rows = []
     for k, clip_id in enumerate(ids):
         frames, sound, _ = read_clip(args.data, clip_id)
@@ -85,7 +88,7 @@ def main() -> None:
         })  # fmt: skip
     mean = {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0] if key != "id"}
     in_sync = sum(abs(row["offset"]) <= 1 for row in rows)
-    print(f"{args.checkpoint} on {len(rows)} clips of {args.split}:")
+    print(f"{args.checkpoint} on {len(rows)} clips of {args.split}{f' ({args.speaker})' if args.speaker else ''}:")
     print(f"  mouth opening s.d. {mean['sd_generated']:.2f} px (real {mean['sd_real']:.2f}), correlation {mean['correlation']:.2f}")
     print(f"  LMD {mean['lmd']:.3f} (static baseline {mean['lmd_static']:.3f}): shape {mean['shape']:.2f} "
           f"(static {mean['shape_static']:.2f}), place {mean['place']:.2f} px off (static {mean['place_static']:.2f}), "
@@ -93,7 +96,7 @@ def main() -> None:
           f"{mean['place_dy_static']:+.2f})")
     print(f"  sync confidence {mean['confidence']:.3f} (real {mean['confidence_real']:.3f}, "
           f"{mean['confidence'] / mean['confidence_real']:.2f}x), {in_sync} of {len(rows)} clips within one frame")
-    report = {"checkpoint": str(args.checkpoint), "split": args.split, "mean": mean, "in_sync": in_sync, "clips": rows}
+    report = {"checkpoint": str(args.checkpoint), "split": args.split, "speaker": args.speaker, "mean": mean, "in_sync": in_sync, "clips": rows}
     if args.cross:
         report["cross"] = cross_voices(animator, args.data, ids, args.split)
     if args.json:
