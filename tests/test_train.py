@@ -635,6 +635,9 @@ def test_moving_average_of_the_generator_is_checkpointed_resumed_and_exported(cl
     assert all(torch.equal(T.generator_from_checkpoint(tmp_path / "best").state_dict()[k], best[k]) for k in weights)
     with pytest.raises(T.ConfigError, match="neither a save_pretrained folder nor a train.py checkpoint"):
         T.generator_from_checkpoint(tmp_path / "checkpoints")
+    (tmp_path / "config.yaml").write_text((tmp_path / "config.yaml").read_text() + "retired_setting: 1\n")
+    with pytest.raises(T.ConfigError, match=r"config.yaml: unknown setting 'retired_setting'"):
+        T.generator_from_checkpoint(step3)
 
 
 def test_moving_average_starts_from_the_generator_of_a_checkpoint_without_one(clips, tmp_path):

@@ -173,7 +173,11 @@ def generator_from_checkpoint(path: Path) -> Generator:
     run_config = path.parent.parent / "config.yaml"
     if not (path / "model.safetensors").is_file() or not run_config.is_file():
         raise ConfigError(f"{path} is neither a save_pretrained folder nor a train.py checkpoint (runs/NAME/checkpoints/step_*)")
-    generator = Generator(generator_config(load_config(str(run_config))))
+    try:
+        cfg = load_config(str(run_config))
+    except ConfigError as error:  # e.g. a setting this version of train/config.py no longer knows
+        raise ConfigError(f"{run_config}: {error}") from None
+    generator = Generator(generator_config(cfg))
     weights = path / EMA_FILE if (path / EMA_FILE).is_file() else path / "model.safetensors"  # accelerate's file of G
     generator.load_state_dict(load_file(weights))
     return generator

@@ -295,7 +295,7 @@ class Generator(nn.Module, SafeHubMixin):
         """Decode the eye process's draws with this GeneratorConfig.eye_gain from now on (and save it
         with the model): how a gain calibrated on validation clips is tried and shipped."""
         if not self.config.eye_input:
-            raise ValueError("this generator has no eye input (eye_input=False): it draws no eyes to set a gain for")
+            raise ValueError("this generator has no eye input (eye_input=False), so no eye gain to set: drop the gain")
         self.config = replace(self.config, eye_gain=gain)  # GeneratorConfig checks the value
         self._hub_mixin_config = self.config
 
