@@ -21,7 +21,7 @@ from speech_anim.data import (
     MIRROR_LANDMARKS, DatasetError, TalkingFaceDataset, collate_clips, paper_split, preprocess_corpus, read_clips, read_split,
     split_file,
 )  # fmt: skip
-from speech_anim.data.datasets import jitter_colours, jitter_geometry
+from speech_anim.data.datasets import MOUTH_SHIFT_ROWS, jitter_colours, jitter_geometry, shift_mouth
 from speech_anim.data.preprocess import SKIP_REASONS, clip_path, decode_frames, read_meta, skip_path
 from speech_anim.data.readers import grid_clips, grid_sentence, in_shard, parse_shard, read_grid_align
 from speech_anim.face import STABLE_POINTS, canonical_landmarks, invert_transform, similarity_transform, transform_points
@@ -362,6 +362,39 @@ def test_geometry_jitter_moves_frames_and_landmarks_together(processed):
     assert torch.equal(still, video[0]) and not torch.allclose(still, frame)
     with pytest.raises(DatasetError, match="geometry_jitter"):
         TalkingFaceDataset(out, geometry_jitter=0.5)
+
+
+def test_mouth_jitter_moves_the_mouth_and_its_landmarks_and_leaves_the_eyes(processed):
+    from speech_anim.face import crop_landmarks
+
+    out, _ = processed
+    plain = TalkingFaceDataset(out, frames=8, seed=3)
+    moved = TalkingFaceDataset(out, frames=8, seed=3, mouth_jitter=3.0)
+    shifts = []
+    for index in range(len(plain)):
+        a, b = plain[index], moved[index]
+        frames = ((b["video"].permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        found = crop_landmarks(frames)
+        # dlib finds the mouth where the item's landmarks say it now is
+        assert np.linalg.norm(found[:, 48:68] - b["landmarks"].numpy()[:, 48:68], axis=-1).mean() < 1.0
+        assert torch.equal(b["landmarks"][:, 36:48], a["landmarks"][:, 36:48])  # the eyes stay
+        top = int(MOUTH_SHIFT_ROWS[0])
+        torch.testing.assert_close(b["video"][:, :, :top], a["video"][:, :, :top], atol=1e-5, rtol=0)
+        shifts.append(float((b["landmarks"][:, 48:68, 1] - a["landmarks"][:, 48:68, 1]).mean()))
+        assert torch.equal(b["landmarks"][..., 0], a["landmarks"][..., 0]) and torch.equal(a["audio"], b["audio"])
+    assert max(abs(d) for d in shifts) > 0.5 and all(abs(d) <= 3.0 + 1e-4 for d in shifts)
+    # Whole pixels below the ramp: row y shows row y - d of the input, and the landmarks follow.
+    frame = torch.rand(3, 128, 96) * 2 - 1
+    points = torch.tensor([[[10.0, 40.0], [10.0, 90.0], [10.0, 68.0]]])
+    rng = np.random.default_rng(0)
+    d = np.random.default_rng(0).uniform(-2.0, 2.0)
+    still, video, moved_points = shift_mouth(rng, 2.0, frame, frame[None], points)
+    assert torch.equal(still, video[0])
+    assert moved_points[0, 0, 1] == 40.0 and abs(float(moved_points[0, 1, 1]) - (90.0 + d)) < 1e-4
+    ramp = (float(moved_points[0, 2, 1]) - MOUTH_SHIFT_ROWS[0]) / (MOUTH_SHIFT_ROWS[1] - MOUTH_SHIFT_ROWS[0])
+    assert abs(float(moved_points[0, 2, 1]) - d * ramp - 68.0) < 1e-4  # the middle row read back from 68
+    with pytest.raises(DatasetError, match="mouth_jitter"):
+        TalkingFaceDataset(out, mouth_jitter=20)
 
 
 def test_jitter_colours_of_zero_strength_is_the_identity():

@@ -427,7 +427,7 @@ def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_one(clips, tmp_p
     # Clips drawn with replacement (speaker_balance) and the random colours, voices and geometry
     # resume as they were drawn too.
     common = ["batch_size=1", "log_every=1", "speaker_balance=1", "colour_jitter=0.1", "voice_warp=0.2",
-              "geometry_jitter=0.05"]
+              "geometry_jitter=0.05", "mouth_jitter=2"]
     whole = subprocess.run(_command(clips, tmp_path / "whole", *common, "max_steps=6", "save_every=100"),
                            env=ENV, capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr[-2000:]
@@ -491,7 +491,7 @@ def test_speaker_balance_draws_speakers_by_their_weight_and_repeats_as_new_indic
 
 
 @pytest.mark.parametrize("override", ["speaker_balance=1.5", "colour_jitter=-0.1", "voice_warp=2",
-                                      "geometry_jitter=0.3"])
+                                      "geometry_jitter=0.3", "mouth_jitter=9"])
 def test_sampling_and_colour_settings_are_checked(clips, tmp_path, override):
     with pytest.raises(T.ConfigError, match=override.split("=")[0]):
         _tiny(clips, tmp_path, override)

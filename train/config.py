@@ -41,6 +41,7 @@ class TrainConfig:
     mirror: bool = False
     colour_jitter: float = 0.0  # not in the paper: one random colour map per clip and its still (datasets.jitter_colours)
     geometry_jitter: float = 0.0  # not in the paper: one random scale and shift per clip and its still (datasets.jitter_geometry)
+    mouth_jitter: float = 0.0  # not in the paper: the lower face moved by up to this many pixels against the eyes (datasets.shift_mouth)
     voice_warp: float = 0.0  # not in the paper: each clip's audio windows played at a random rate in [1/(1+v), 1+v] (audio.warped_windows)
     # Not in the paper: draw clip c with weight n_speaker(c)^-speaker_balance, so that 0 draws clips
     # uniformly and 1 every speaker equally often. Ours has 789 s1 clips beside 49 of s4 and 10 of s26.
@@ -122,6 +123,8 @@ class TrainConfig:
             raise ConfigError(f"g_ema is the moving average's decay per step: between 0 (off) and 1 (e.g. 0.999), got {self.g_ema}")
         if not 0 <= self.speaker_balance <= 1:
             raise ConfigError(f"speaker_balance must be between 0 (clips drawn uniformly) and 1 (speakers equally often), got {self.speaker_balance}")
+        if not 0 <= self.mouth_jitter <= 8:
+            raise ConfigError(f"mouth_jitter is a shift in crop pixels, between 0 (off) and 8, got {self.mouth_jitter}")
         if not 0 <= self.geometry_jitter <= 0.2:
             raise ConfigError(f"geometry_jitter must be between 0 (off) and 0.2, got {self.geometry_jitter}")
         if not 0 <= self.voice_warp <= 1:

@@ -822,7 +822,7 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     # the same sub-sequences, stills and shifts
     train_set = TalkingFaceDataset(cfg.data, cfg.train_split, frames=cfg.frames, mirror=cfg.mirror, seed=cfg.seed,
                                    colour_jitter=cfg.colour_jitter, voice_warp=cfg.voice_warp,
-                                   geometry_jitter=cfg.geometry_jitter)
+                                   geometry_jitter=cfg.geometry_jitter, mouth_jitter=cfg.mouth_jitter)
     val_set = TalkingFaceDataset(cfg.data, cfg.val_split, frames=None, seed=cfg.seed)
     if cfg.val_clips:
         val_set = torch.utils.data.Subset(val_set, range(min(cfg.val_clips, len(val_set))))

@@ -63,6 +63,9 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
     geometry_jitter: g > 0 moves each item's still, video and landmarks by one random affine map:
         each axis scaled by up to exp(+-g) and shifted by up to g half-widths (`jitter_geometry`), so
         that the mouth and eyes are not always where one training face has them.
+    mouth_jitter: p > 0 moves each item's lower face (still, video, landmarks) up or down by up to p
+        crop pixels relative to its eyes (`shift_mouth`): the mouth's place below the eyes differs
+        between faces, which scaling the whole face does not teach.
     voice_warp: v > 0 plays each item's audio windows (in sync and shifted) at one random rate
         between 1 / (1 + v) and 1 + v about their middles (`audio.warped_windows`): pitch and
         formants move as between voices, the timing stays. raw_audio stays as recorded.
@@ -83,7 +86,8 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
 
     def __init__(self, root, split=None, frames: int | None = None, mirror: bool = False,
                  min_shift: int = MIN_SHIFT, max_shift: int = MAX_SHIFT, seed: int | None = None,
-                 colour_jitter: float = 0.0, voice_warp: float = 0.0, geometry_jitter: float = 0.0):  # fmt: skip
+                 colour_jitter: float = 0.0, voice_warp: float = 0.0, geometry_jitter: float = 0.0,
+                 mouth_jitter: float = 0.0):  # fmt: skip
         self.root = Path(root)
         if not 0 <= colour_jitter <= 0.5:
             raise DatasetError(f"colour_jitter must be between 0 (off) and 0.5, got {colour_jitter}")
@@ -91,7 +95,10 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             raise DatasetError(f"voice_warp must be between 0 (off) and 1, got {voice_warp}")
         if not 0 <= geometry_jitter <= 0.2:
             raise DatasetError(f"geometry_jitter must be between 0 (off) and 0.2, got {geometry_jitter}")
+        if not 0 <= mouth_jitter <= 8:
+            raise DatasetError(f"mouth_jitter is a shift in crop pixels, between 0 (off) and 8, got {mouth_jitter}")
         self.colour_jitter, self.voice_warp, self.geometry_jitter = colour_jitter, voice_warp, geometry_jitter
+        self.mouth_jitter = mouth_jitter
         if frames is not None and frames < 1:
             raise DatasetError(f"frames must be at least 1 (or None for whole clips), got {frames}")
         if not 1 <= min_shift <= max_shift:
@@ -184,6 +191,8 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         landmarks = torch.from_numpy(np.ascontiguousarray(landmarks))
         if self.geometry_jitter:
             still, video, landmarks = jitter_geometry(rng, self.geometry_jitter, still, video, landmarks)
+        if self.mouth_jitter:
+            still, video, landmarks = shift_mouth(rng, self.mouth_jitter, still, video, landmarks)
 
         return {
             "still": still,
@@ -264,6 +273,39 @@ def jitter_geometry(rng: np.random.Generator, strength: float, still: torch.Tens
     centre = torch.tensor([(width - 1) / 2, (height - 1) / 2])
     half = torch.tensor([width / 2, height / 2])
     points = (landmarks - centre) * torch.from_numpy(scale).float() + centre + torch.from_numpy(shift).float() * half
+    return moved[0], moved[1:], points
+
+
+# mouth_jitter: rows of the canonical 128×96 crop between which the shift of the mouth ramps in:
+# under the eyes (rows 46-51) to above the mouth (84-94); the nose between them stretches or shrinks.
+MOUTH_SHIFT_ROWS = (56.0, 80.0)
+
+
+def shift_mouth(rng: np.random.Generator, pixels: float, still: torch.Tensor, video: torch.Tensor,
+                landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The still (3, H, W), video (T, 3, H, W) and landmarks (T, 68, 2) with the lower face moved
+    down by d ~ U(-p, p) pixels (up if d < 0) relative to the eyes, which stay: a row y of the result
+    shows row y - d r(y) of the input, r ramping from 0 at MOUTH_SHIFT_ROWS[0] to 1 at [1] and below.
+    Faces differ in how far the mouth sits below the eyes; jitter_geometry scales the whole face and
+    keeps that proportion, so a decoder could still place every mouth where s1 has his."""
+    shift = float(rng.uniform(-pixels, pixels))
+    top, bottom = MOUTH_SHIFT_ROWS
+    span = bottom - top
+    height, width = video.shape[-2:]
+    rows = torch.arange(height, dtype=torch.float32)
+    source_rows = rows - shift * ((rows - top) / span).clamp(0, 1)
+    # grid_sample's normalised coordinates (align_corners=False) of pixel centres 0 ... n-1
+    y = (2 * source_rows + 1) / height - 1
+    x = (2 * torch.arange(width, dtype=torch.float32) + 1) / width - 1
+    grid = torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1)
+    frames = torch.cat([still[None], video])
+    moved = F.grid_sample(frames, grid.expand(len(frames), height, width, 2), mode="bilinear",
+                          padding_mode="border", align_corners=False)
+    # A landmark at input row v lands where y - d r(y) = v.
+    v = landmarks[..., 1]
+    ramped = (v - shift * top / span) / (1 - shift / span)
+    new_rows = torch.where(v <= top, v, torch.where(v >= bottom - shift, v + shift, ramped))
+    points = torch.stack([landmarks[..., 0], new_rows], dim=-1)
     return moved[0], moved[1:], points
 
 
