@@ -267,13 +267,20 @@ def jitter_geometry(rng: np.random.Generator, strength: float, still: torch.Tens
     # grid_sample reads output position n (normalised, align_corners=False) from input (n - shift) / scale.
     theta = torch.tensor([[1 / scale[0], 0, -shift[0] / scale[0]], [0, 1 / scale[1], -shift[1] / scale[1]]],
                          dtype=torch.float32)
-    frames = torch.cat([still[None], video])
-    grid = F.affine_grid(theta.expand(len(frames), 2, 3), list(frames.shape), align_corners=False)
-    moved = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = F.affine_grid(theta[None], [1, *video.shape[1:]], align_corners=False)
     centre = torch.tensor([(width - 1) / 2, (height - 1) / 2])
     half = torch.tensor([width / 2, height / 2])
     points = (landmarks - centre) * torch.from_numpy(scale).float() + centre + torch.from_numpy(shift).float() * half
-    return moved[0], moved[1:], points
+    return (*_resample(still, video, grid), points)
+
+
+def _resample(still: torch.Tensor, video: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The still (3, H, W) and every frame of the video (T, 3, H, W) read at one 1×H×W×2 grid
+    (grid_sample's normalised coordinates, align_corners=False), bilinear, the border repeated."""
+    frames = torch.cat([still[None], video])
+    moved = F.grid_sample(frames, grid.expand(len(frames), *grid.shape[1:]), mode="bilinear",
+                          padding_mode="border", align_corners=False)
+    return moved[0], moved[1:]
 
 
 # mouth_jitter: rows of the canonical 128×96 crop between which the shift of the mouth ramps in:
@@ -297,16 +304,13 @@ def shift_mouth(rng: np.random.Generator, pixels: float, still: torch.Tensor, vi
     # grid_sample's normalised coordinates (align_corners=False) of pixel centres 0 ... n-1
     y = (2 * source_rows + 1) / height - 1
     x = (2 * torch.arange(width, dtype=torch.float32) + 1) / width - 1
-    grid = torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1)
-    frames = torch.cat([still[None], video])
-    moved = F.grid_sample(frames, grid.expand(len(frames), height, width, 2), mode="bilinear",
-                          padding_mode="border", align_corners=False)
+    grid = torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1)[None]
     # A landmark at input row v lands where y - d r(y) = v.
     v = landmarks[..., 1]
     ramped = (v - shift * top / span) / (1 - shift / span)
     new_rows = torch.where(v <= top, v, torch.where(v >= bottom - shift, v + shift, ramped))
     points = torch.stack([landmarks[..., 0], new_rows], dim=-1)
-    return moved[0], moved[1:], points
+    return (*_resample(still, video, grid), points)
 
 
 def collate_clips(items: list[dict]) -> dict:
