@@ -16,19 +16,21 @@ import time
 
 import torch
 
+from speech_anim.face import canonical_landmarks
 from speech_anim.models.generator import Generator, GeneratorConfig
 
 
-def _clip_seconds(model, still, audio, chunk, sync):
+def _clip_seconds(model, still, audio, chunk, sync, landmarks=None):
     """(wall, CPU) seconds to generate the whole clip: one pass (chunk=None) or `chunk` frames at a time."""
     generator = torch.Generator(device=still.device).manual_seed(0)
     start, cpu_start = time.perf_counter(), time.process_time()
     if chunk is None:
-        model(still, audio, generator=generator)
+        model(still, audio, generator=generator, still_landmarks=landmarks)
     else:
         state = None
         for t in range(0, audio.shape[1], chunk):
-            _, state = model(still, audio[:, t:t + chunk], state=state, return_state=True, generator=generator)
+            _, state = model(still, audio[:, t:t + chunk], state=state, return_state=True, generator=generator,
+                             still_landmarks=landmarks)
     sync()
     return time.perf_counter() - start, time.process_time() - cpu_start
 
@@ -38,16 +40,18 @@ def benchmark(device, widths, gru_layers, frames, chunk, repeats, shipped=False)
     rows = []
     for width in widths:
         layers = gru_layers if width == 1.0 else 1
-        # shipped: the default model's kind, blend output and the eye input (two decoder passes, eye process)
+        # shipped: the default model's kind, blend output, the eye input (two decoder passes, eye process)
+        # and the mouth motion (its audio model and the still's warp, every frame)
         model = Generator(GeneratorConfig(width=width, audio_gru_layers=layers, output="blend" if shipped else "frame",
-                                          eye_input=shipped)).to(device).eval()
+                                          eye_input=shipped, mouth_motion=shipped)).to(device).eval()
+        landmarks = torch.from_numpy(canonical_landmarks()).float()[None].to(device) if shipped else None
         params = sum(p.numel() for p in model.parameters()) / 1e6
         still = torch.rand(1, 3, 128, 96, device=device) * 2 - 1
         audio = torch.randn(1, frames, 3200, device=device) * 0.1
         with torch.inference_mode():
             for mode, size in (("one pass", None), (f"chunks of {chunk}", chunk)):
-                _clip_seconds(model, still, audio, size, sync)  # warm-up (allocator, kernels)
-                runs = [_clip_seconds(model, still, audio, size, sync) for _ in range(repeats)]
+                _clip_seconds(model, still, audio, size, sync, landmarks)  # warm-up (allocator, kernels)
+                runs = [_clip_seconds(model, still, audio, size, sync, landmarks) for _ in range(repeats)]
                 wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
                 rows.append((device.type, width, layers, params, mode, frames / wall, 1000 * wall / frames,
                              1000 * cpu / frames))

@@ -2,6 +2,7 @@
 
     python scripts/export_default_model.py runs/cpu-small/best
     python scripts/export_default_model.py runs/cpu-small-eyes/checkpoints/step_00001000 --eye-process runs/eye-process
+    python scripts/export_default_model.py runs/export_refine150 --eye-gain 1.25 --mouth-motion runs/mouth-motion
 
 Weights are stored as float16 (half the size; they load as float32), the model card is
 model_card.md, and the run's training.json (step, epoch, validation metrics, config) travels along
@@ -9,6 +10,7 @@ so the shipped model says exactly where it came from.
 """
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +22,7 @@ from speech_anim.animator import DEFAULT_CHECKPOINT
 from screen_eyes import load_generator  # a save_pretrained folder or a train.py checkpoint
 from speech_anim.models.eye_process import EyeProcess
 from speech_anim.models.generator import Generator
+from speech_anim.models.mouth_motion import MouthMotion
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,6 +35,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--eye-gain", type=float,
                         help="GeneratorConfig.eye_gain to ship (calibrated with scripts/screen_eyes.py --eye-gain on validation clips)")
+    parser.add_argument("--mouth-motion", type=Path,
+                        help="give the generator this fitted MouthMotion (train/fit_mouth_motion.py): its blend's still then moves its mouth")
     args = parser.parse_args()
 
     generator = load_generator(args.checkpoint)
@@ -44,6 +49,8 @@ def main() -> None:
         if generator.eye_process is None:
             raise SystemExit(f"export: {args.checkpoint} has no eye input (eye_input=false): drop --eye-process")
         generator.eye_process.load_state_dict(EyeProcess.from_pretrained(str(args.eye_process)).state_dict())
+    if args.mouth_motion:
+        generator = with_mouth_motion(generator, MouthMotion.from_pretrained(str(args.mouth_motion)), args.checkpoint)
     if args.out.exists():
         shutil.rmtree(args.out)
     generator.save_pretrained(args.out, dtype=torch.float16)
@@ -59,11 +66,27 @@ def main() -> None:
         if config.get("init_generator") and start.is_file():
             info["init_generator_training"] = json.loads(start.read_text())
         (args.out / "training.json").write_text(json.dumps(info, indent=1))
+    if args.mouth_motion and (args.out / "training.json").is_file():
+        info = json.loads((args.out / "training.json").read_text())
+        info["mouth_motion"] = str(args.mouth_motion)
+        (args.out / "training.json").write_text(json.dumps(info, indent=1))
 
     reloaded = Generator.from_pretrained(str(args.out))
     size = (args.out / "model.safetensors").stat().st_size / 2**20
     params = sum(p.numel() for p in reloaded.parameters()) / 1e6
     print(f"exported {args.checkpoint} -> {args.out} ({params:.1f} M parameters, {size:.1f} MiB float16)")
+
+
+def with_mouth_motion(generator: Generator, motion: MouthMotion, name) -> Generator:
+    """The same generator with mouth_motion on and `motion` as its MouthMotion (every other weight kept)."""
+    if generator.config.output != "blend":
+        raise SystemExit(f"export: {name} has output={generator.config.output!r}; mouth motion moves the blend's still: drop --mouth-motion")
+    moved = Generator(dataclasses.replace(generator.config, mouth_motion=True))
+    missing, unexpected = moved.load_state_dict(generator.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("mouth_motion.") for key in missing):
+        raise SystemExit(f"export: {name} does not fit a mouth-motion generator (unexpected {unexpected[:3]}, missing {missing[:3]})")
+    moved.mouth_motion.load_state_dict(motion.state_dict())
+    return moved
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ def main() -> None:
             still = to_tensor(frames[0])
             windows = torch.from_numpy(audio.frame_audio(sound, 25.0, frames=len(frames)))[None]
             noise = generator.sample_noise(1, len(frames), generator=torch.Generator().manual_seed(0))
-            video = generator(still, windows, noise=noise, openness=torch.from_numpy(openness)[None])
+            landmarks = torch.from_numpy(crop_landmarks(frames[0]))[None] if generator.config.mouth_motion else None
+            video = generator(still, windows, noise=noise, openness=torch.from_numpy(openness)[None], still_landmarks=landmarks)
             rendered = to_uint8(video[0])
             drawn = eye_openness(crop_landmarks(rendered))
             correlations.append(np.corrcoef(drawn, openness)[0, 1])

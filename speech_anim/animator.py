@@ -18,7 +18,7 @@ import torch
 
 from .audio import SAMPLE_RATE, WINDOW_SAMPLES, load_audio, num_frames
 from .errors import AudioError, CheckpointError, ImageError
-from .face import AlignedFace, FaceAligner, PasteBack, load_image
+from .face import AlignedFace, FaceAligner, PasteBack, crop_landmarks, load_image
 from .models.generator import FRAME_HEIGHT, FRAME_WIDTH, Generator
 from .video import write_video
 
@@ -147,6 +147,11 @@ class Animator:
     @torch.inference_mode()
     def _generate(self, crop: np.ndarray, audio_chunks: Iterable[np.ndarray], seed: int, fps: float):
         still = _to_tensor(crop).to(self.device)
+        landmarks = None
+        if self.generator.config.mouth_motion:
+            # Found on the crop itself (dlib at the canonical face box), for a photo and for an evaluation
+            # still alike, the way the evaluation's LMD reads the frames.
+            landmarks = torch.from_numpy(crop_landmarks(crop)).float()[None].to(self.device)
         noise_rng = torch.Generator().manual_seed(int(seed))
         # The eye process (eye_input generators) draws from a stream of its own, so that chunks of any
         # size give the frames of one pass.
@@ -157,7 +162,7 @@ class Animator:
                 part = torch.from_numpy(windows[start : start + CHUNK_FRAMES])[None].to(self.device)
                 noise = self.generator.sample_noise(1, part.shape[1], generator=noise_rng).to(self.device)
                 video, state = self.generator(still, part, noise=noise, state=state, return_state=True,
-                                              generator=eye_rng)
+                                              generator=eye_rng, still_landmarks=landmarks)
                 yield _to_uint8(video[0])
 
 

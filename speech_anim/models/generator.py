@@ -15,6 +15,10 @@ identity is right from the first step and training spends itself on the mouth an
 generator (`output="frame"`) must re-synthesise every pixel through the skips, which on a CPU budget
 of a few thousand steps leaves the upper face a blur (see model_card.md).
 
+With `mouth_motion=True` as well (not in the paper) the still that the blend lets through is not the
+still itself but, frame by frame, the still with its jaw and lips warped to where a `MouthMotion`
+model, learnt from real landmarks, puts them for the speech (models/mouth_motion.py explains why).
+
 Everything that depends only on the still (identity code and the decoder's skip contributions) is
 computed once per clip and kept in `GeneratorState`, so generating a clip chunk by chunk costs the
 same as one pass and, in eval mode, gives the same frames (the GRU states are carried along).
@@ -29,6 +33,8 @@ from torch import nn
 from ..errors import AudioError, ImageError
 from .eye_process import EyeProcess, EyeProcessConfig
 from .hub import SafeHubMixin
+from .mouth_motion import MouthMotion, MouthMotionConfig
+from .warp import warp_still
 
 FRAME_HEIGHT, FRAME_WIDTH = 128, 96
 # Five stride-2 stages take 128×96 to 4×3; the decoder fuses the identity maps of the deepest four.
@@ -86,6 +92,7 @@ class GeneratorConfig:
     # gain is calibrated on validation clips after training (model_card.md). Openness given by the
     # caller (training, tests) is decoded as it is.
     eye_gain: float = 1.0
+    mouth_motion: bool = False  # not the paper: the blend's still moves its mouth (MouthMotion + warp)
 
     def __post_init__(self):
         if not self.width > 0:
@@ -97,6 +104,8 @@ class GeneratorConfig:
                 raise ValueError(f"GeneratorConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.output not in OUTPUTS:
             raise ValueError(f"GeneratorConfig.output must be one of {OUTPUTS}, got {self.output!r}")
+        if self.mouth_motion and self.output != "blend":
+            raise ValueError("GeneratorConfig.mouth_motion moves the still that output='blend' lets through: set output='blend'")
         if not self.eye_gain > 0:
             raise ValueError(f"GeneratorConfig.eye_gain must be > 0 (1 decodes the eye process's draws as they are), got {self.eye_gain}")
 
@@ -114,14 +123,17 @@ class GeneratorState:
     noise: torch.Tensor | None = None  # 1×B×noise_dim
     still: torch.Tensor | None = None  # B×3×H×W, kept for output="blend"
     eyes: tuple | None = None  # the EyeProcess's sampling state (EyeProcess.sample), for eye_input
+    still_landmarks: torch.Tensor | None = None  # B×68×2 crop pixels, for mouth_motion
+    mouth: torch.Tensor | None = None  # the MouthMotion GRU's state, for mouth_motion
 
     def detach(self) -> "GeneratorState":
         """Cut the autograd graph (truncated back-propagation through time)."""
-        content = None if self.content is None else self.content.detach()
-        noise = None if self.noise is None else self.noise.detach()
-        still = None if self.still is None else self.still.detach()
+        def cut(t):
+            return None if t is None else t.detach()
+
         eyes = None if self.eyes is None else tuple(t.detach() for t in self.eyes)
-        return GeneratorState(self.z_id.detach(), [s.detach() for s in self.skips], content, noise, still, eyes)
+        return GeneratorState(self.z_id.detach(), [s.detach() for s in self.skips], cut(self.content), cut(self.noise),
+                              cut(self.still), eyes, cut(self.still_landmarks), cut(self.mouth))
 
 
 def _conv_bn_relu(conv: nn.Module, channels: int, dims: int = 2) -> nn.Sequential:
@@ -265,7 +277,8 @@ class FrameDecoder(nn.Module):
         if not self.blend:
             return torch.tanh(out)
         alpha, decoded = torch.sigmoid(out[:, :, 3:]), torch.tanh(out[:, :, :3])
-        video = alpha * decoded + (1 - alpha) * still[:, None]
+        # `still` is B×3×H×W, or B×T×3×H×W when it moves (mouth_motion).
+        video = alpha * decoded + (1 - alpha) * (still if still.dim() == 5 else still[:, None])
         return (video, alpha, decoded) if return_layers else video
 
 
@@ -285,6 +298,8 @@ class Generator(nn.Module, SafeHubMixin):
         self.noise_generator = NoiseGenerator(config)
         self.decoder = FrameDecoder(config)
         self.eye_process = EyeProcess(EyeProcessConfig(fps=config.fps)) if config.eye_input else None
+        self.mouth_motion = (MouthMotion(MouthMotionConfig(sample_rate=config.sample_rate, window_samples=config.window_samples, fps=config.fps))
+                             if config.mouth_motion else None)  # fmt: skip
         if config.eye_input:  # not saved: a function of the crop's geometry
             self.register_buffer("eye_region", eye_region(), persistent=False)
         self.apply(_init_weights)
@@ -304,17 +319,28 @@ class Generator(nn.Module, SafeHubMixin):
         device = None if generator is not None else next(self.parameters()).device
         return self.noise_generator.sample(batch, frames, generator, device)
 
-    def init_state(self, still: torch.Tensor) -> GeneratorState:
-        """Encode the still once: identity code and decoder skips for every chunk of the clip."""
+    def init_state(self, still: torch.Tensor, still_landmarks: torch.Tensor | None = None) -> GeneratorState:
+        """Encode the still once: identity code and decoder skips for every chunk of the clip.
+        `still_landmarks` (B×68×2, crop pixels, e.g. `face.crop_landmarks`) are needed with mouth_motion."""
         if still.dim() != 4 or tuple(still.shape[1:]) != (3, FRAME_HEIGHT, FRAME_WIDTH):
             raise ImageError(f"still must be B×3×{FRAME_HEIGHT}×{FRAME_WIDTH}, got {tuple(still.shape)}; align the face first")
+        if self.config.mouth_motion:
+            if still_landmarks is None:
+                raise ValueError("this generator moves the still's mouth (mouth_motion): pass still_landmarks, "
+                                 "B×68×2 in crop pixels (face.crop_landmarks of the crop)")  # fmt: skip
+            if tuple(still_landmarks.shape) != (still.shape[0], 68, 2):
+                raise ValueError(f"still_landmarks must be {still.shape[0]}×68×2 (crop pixels), got {tuple(still_landmarks.shape)}")
+            still_landmarks = still_landmarks.to(still)
+        else:
+            still_landmarks = None
         z_id, maps = self.identity_encoder(still)
-        return GeneratorState(z_id, self.decoder.encode_skips(maps), still=still if self.config.output == "blend" else None)
+        return GeneratorState(z_id, self.decoder.encode_skips(maps), still=still if self.config.output == "blend" else None,
+                              still_landmarks=still_landmarks)  # fmt: skip
 
     def forward(self, still: torch.Tensor | None, audio: torch.Tensor, noise: torch.Tensor | None = None,
                 state: GeneratorState | None = None, return_state: bool = False,
                 generator: torch.Generator | None = None, return_layers: bool = False,
-                openness: torch.Tensor | None = None):
+                openness: torch.Tensor | None = None, still_landmarks: torch.Tensor | None = None):
         """Frames B×T×3×128×96 for audio windows B×T×window_samples.
 
         `noise` (B×T×noise_dim) defaults to `sample_noise(B, T, generator)`. With eye_input, `openness`
@@ -324,6 +350,7 @@ class Generator(nn.Module, SafeHubMixin):
         None; the returned state continues the clip. `return_layers` (output="blend" only) also returns the
         blend mask α (B×T×1×128×96) and the decoded frames it blends over the still (B×T×3×128×96), after
         the video and before the state, for `losses.blend_mask_l1` and `losses.decoded_frame_l1`.
+        `still_landmarks` (B×68×2 crop pixels) go with the still for a mouth_motion generator.
         """
         if audio.dim() != 3 or audio.shape[2] != self.config.window_samples or audio.shape[1] == 0:
             raise AudioError(f"audio must be B×T×{self.config.window_samples} windows with T >= 1, got {tuple(audio.shape)}")
@@ -332,7 +359,7 @@ class Generator(nn.Module, SafeHubMixin):
         if state is None:
             if still is None:
                 raise ImageError("Generator needs a still image (or a state from a previous chunk)")
-            state = self.init_state(still)
+            state = self.init_state(still, still_landmarks)
         batch, frames = audio.shape[:2]
         if state.z_id.shape[0] != batch:
             raise AudioError(f"audio batch {batch} does not match the still batch {state.z_id.shape[0]}")
@@ -356,8 +383,12 @@ class Generator(nn.Module, SafeHubMixin):
         z_n, noise_state = self.noise_generator(noise.to(z_c), state.noise)
         z_id = state.z_id[:, None].expand(batch, frames, -1)
         latent = torch.cat([z_c, z_id, z_n], dim=-1)
+        still, mouth_state = state.still, state.mouth
+        if self.config.mouth_motion:
+            displacement, mouth_state = self.mouth_motion(audio, state.mouth)
+            still = warp_still(state.still, state.still_landmarks, displacement)  # B×T×3×H×W
         if not self.config.eye_input:
-            video = self.decoder(latent, state.skips, state.still, return_layers=return_layers)
+            video = self.decoder(latent, state.skips, still, return_layers=return_layers)
         else:
             # Decoded twice in one batch, with the frame's eyes and with open eyes (closure 0, which adds
             # nothing): the first inside the eye region, the second everywhere else.
@@ -365,7 +396,7 @@ class Generator(nn.Module, SafeHubMixin):
             shut = torch.zeros_like(closure)
             both = torch.cat([torch.cat([latent, closure[..., None]], -1), torch.cat([latent, shut[..., None]], -1)])
             skips = [skip.repeat(2, 1, 1, 1) for skip in state.skips]
-            still = None if state.still is None else state.still.repeat(2, 1, 1, 1)
+            still = None if still is None else still.repeat(2, *[1] * (still.dim() - 1))
             out = self.decoder(both, skips, still, return_layers=return_layers, closure=torch.cat([closure, shut]))
             region = self.eye_region.to(z_c)
             layers = out if return_layers else (out,)  # (video,) or (video, alpha, decoded)
@@ -373,7 +404,8 @@ class Generator(nn.Module, SafeHubMixin):
             video = mixed if return_layers else mixed[0]
         if not return_state:
             return video
-        state = GeneratorState(state.z_id, state.skips, content_state, noise_state, state.still, eye_state)
+        state = GeneratorState(state.z_id, state.skips, content_state, noise_state, state.still, eye_state,
+                               state.still_landmarks, mouth_state)
         return (*video, state) if return_layers else (video, state)
 
     def extra_repr(self) -> str:

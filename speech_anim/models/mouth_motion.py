@@ -1,0 +1,110 @@
+"""Mouth motion: where the lips and jaw move while a sentence is spoken, predicted from the speech.
+
+Not in the paper. The paper's decoder (and our blend decoder) has to draw every mouth itself; trained on
+three GRID speakers on a CPU, ours learnt s1's mouth and drew other faces' mouths nearly still (s31:
+inner-lip gap s.d. 0.56 px against her 2.41; landmark distance no better than a still face's). The
+motion of the mouth is largely the same from face to face, a function of the sounds, while its look is
+the face's own. So it is factorised, as the eyes are (models/eye_process.py):
+
+    audio windows (B×T×3200) --MouthMotion (this file)--> displacement of the jaw and lip landmarks,
+                                                          B×T×len(MOVING_POINTS)×2, crop pixels
+    still + its landmarks + displacement --warp.warp_still--> the still with its mouth moved, per frame
+
+and the generator's blend (`output="blend"`) lays its decoded layer over that moving still instead of
+over the still itself. The displacement is relative to a face at rest (mouth closed, as GRID's first
+frames are), learnt by regression on the real clips' landmarks (`train/fit_mouth_motion.py`), in the
+canonical crop, where alignment has already brought every face to one scale.
+
+Warping the real first frame of each s31 clip by her own landmark motion gives an LMD of 0.37 px
+against 1.58 for the still (runs/scratch/oracle_warp.py in session 12): dlib reads a warped mouth as moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .hub import SafeHubMixin
+
+JAW_POINTS = tuple(range(2, 15))  # iBUG 2-14: the jaw line from below the ears round the chin
+LIP_POINTS = tuple(range(48, 68))  # outer and inner lip contours
+MOVING_POINTS = JAW_POINTS + LIP_POINTS
+# What the warp holds still: brows, nose and eyes (17-47). The jaw's ends (0-1, 15-16) sit beside the
+# ears and barely move in speech; they are left out, and the crop's border anchors the rest.
+FIXED_POINTS = tuple(range(17, 48))
+
+
+@dataclass
+class MouthMotionConfig:
+    sample_rate: int = 16000
+    window_samples: int = 3200  # one frame's 0.2 s window (audio.frame_audio)
+    n_fft: int = 512
+    win_length: int = 400  # 25 ms
+    hop_length: int = 160  # 10 ms -> 21 columns per window
+    n_mels: int = 40
+    channels: int = 64
+    hidden: int = 128
+    fps: float = 25.0
+
+    def __post_init__(self):
+        if min(self.sample_rate, self.window_samples, self.n_fft, self.win_length, self.hop_length,
+               self.n_mels, self.channels, self.hidden) < 1 or not self.fps > 0:
+            raise ValueError(f"MouthMotionConfig needs positive sizes and fps, got {self}")
+
+
+class MouthMotion(nn.Module, SafeHubMixin):
+    """Per-frame speech window -> displacement of MOVING_POINTS from the face at rest (crop px).
+
+    A fixed log-mel front end (as the sync expert's), a small CNN per window, and a GRU across frames, so
+    that it streams chunk by chunk with its state like the generator's other recurrent parts.
+    """
+
+    def __init__(self, config: MouthMotionConfig | dict | None = None):
+        super().__init__()
+        if config is None:
+            config = MouthMotionConfig()
+        elif isinstance(config, dict):
+            config = MouthMotionConfig(**config)
+        self.config = config
+        self._hub_mixin_config = config
+        import librosa
+
+        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)
+        self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)
+        self.register_buffer("stft_window", torch.hann_window(config.win_length), persistent=False)
+        # 1-D convolutions over the window's 21 columns with the mel bands as channels: a tenth of the
+        # cost of 2-D ones over the spectrogram (1.9 s a training step at 32 channels), for a task that
+        # needs the spectrum's shape at each moment more than patterns across bands.
+        # No normalisation layers: with BatchNorm the validation error swung by half a pixel from one
+        # evaluation to the next (its running statistics follow the batches' speakers), and a per-window
+        # norm would erase the difference between silence and speech.
+        c = config.channels
+        self.convs = nn.Sequential(
+            nn.Conv1d(config.n_mels, c, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv1d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv1d(2 * c, 2 * c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool1d(3), nn.Flatten(),
+        )  # fmt: skip
+        self.project = nn.Linear(6 * c, config.hidden)
+        self.gru = nn.GRU(config.hidden, config.hidden, batch_first=True)
+        self.head = nn.Linear(config.hidden, 2 * len(MOVING_POINTS))
+        nn.init.zeros_(self.head.weight)  # an untrained model moves nothing
+        nn.init.zeros_(self.head.bias)
+
+    def log_mel(self, windows: torch.Tensor) -> torch.Tensor:
+        """(N, window_samples) waveforms in [-1, 1] -> (N, n_mels, columns)."""
+        c = self.config
+        spec = torch.stft(windows, c.n_fft, c.hop_length, c.win_length, self.stft_window,
+                          center=True, pad_mode="constant", return_complex=True)  # fmt: skip
+        return torch.log(self.mel_basis @ spec.abs().pow(2) + 1e-6) / 4.0
+
+    def forward(self, audio: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio windows B×T×window_samples -> (displacement B×T×len(MOVING_POINTS)×2, GRU state)."""
+        batch, frames, samples = audio.shape
+        if samples != self.config.window_samples:
+            raise ValueError(f"MouthMotion needs windows of {self.config.window_samples} samples, got {samples}")
+        codes = torch.relu(self.project(self.convs(self.log_mel(audio.reshape(batch * frames, samples)))))
+        out, hidden = self.gru(codes.view(batch, frames, -1), hidden)
+        return self.head(out).view(batch, frames, len(MOVING_POINTS), 2), hidden

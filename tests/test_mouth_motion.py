@@ -1,0 +1,141 @@
+"""MouthMotion (audio -> lip and jaw displacement), the thin-plate warp, and a generator that uses them."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speech_anim.face import canonical_landmarks, crop_landmarks, inner_lip_gap
+from speech_anim.models.generator import Generator, GeneratorConfig
+from speech_anim.models.mouth_motion import LIP_POINTS, MOVING_POINTS, MouthMotion, MouthMotionConfig
+from speech_anim.models.warp import source_coordinates, warp_still
+
+REPO = Path(__file__).resolve().parents[1]
+LOWER_LIP = MOVING_POINTS.index(57)  # the bottom of the outer lower lip
+
+
+def _landmarks(batch=1):
+    return torch.from_numpy(canonical_landmarks()).float()[None].repeat(batch, 1, 1)
+
+
+def test_thin_plate_spline_takes_every_control_point_where_it_is_told():
+    g = torch.Generator().manual_seed(0)
+    source = 10 + torch.rand(3, 12, 2, generator=g, dtype=torch.float64) * torch.tensor([76.0, 108.0], dtype=torch.float64)
+    # Targets on pixel centres, so the map is read there exactly.
+    target = (source + 3 * torch.randn(3, 12, 2, generator=g, dtype=torch.float64)).floor() + 0.5
+    coords = source_coordinates(target, source, 128, 96)
+    column, row = target[..., 0].long(), target[..., 1].long()
+    at_targets = torch.stack([coords[f, row[f], column[f]] for f in range(3)])
+    torch.testing.assert_close(at_targets.double(), source, atol=0.1, rtol=0)
+
+
+def test_no_displacement_leaves_the_still_as_it_is():
+    still = torch.rand(2, 3, 128, 96) * 2 - 1
+    warped = warp_still(still, _landmarks(2), torch.zeros(2, 4, len(MOVING_POINTS), 2))
+    assert warped.shape == (2, 4, 3, 128, 96)
+    torch.testing.assert_close(warped, still[:, None].expand_as(warped), atol=1e-4, rtol=0)
+
+
+def _first_frame(clips) -> np.ndarray:
+    from speech_anim.data.preprocess import decode_frames
+
+    with np.load(sorted(clips.glob("clips/s1/*.npz"))[0]) as clip:
+        return decode_frames(clip["frames"], clip["frame_offsets"], [0])[0]
+
+
+def test_dlib_finds_the_warped_mouth_where_it_was_moved(clips):
+    """The point of the warp: the evaluation's landmark reader sees the moved lips."""
+    crop = _first_frame(clips)
+    before = crop_landmarks(crop)
+    still = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+    displacement = torch.zeros(1, 1, len(MOVING_POINTS), 2)
+    lower = [MOVING_POINTS.index(p) for p in (*range(5, 12), *range(55, 60), *range(65, 68))]  # chin, lower lip
+    displacement[0, 0, lower, 1] = 3.0  # the jaw drops 3 px
+    frame = warp_still(still, torch.from_numpy(before)[None], displacement)[0, 0]
+    after = crop_landmarks(((frame.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
+    assert inner_lip_gap(after[None])[0] - inner_lip_gap(before[None])[0] > 1.5
+    upper = [p for p in range(48, 55)]
+    assert np.abs(after[upper] - before[upper]).mean() < 0.6  # the upper lip stays
+    assert np.abs(after[17:48] - before[17:48]).mean() < 0.3  # so do the eyes, brows and nose
+
+
+def test_mouth_motion_shapes_streams_and_starts_still():
+    torch.manual_seed(0)
+    model = MouthMotion(MouthMotionConfig(channels=8, hidden=16)).eval()
+    audio = torch.randn(2, 9, 3200) * 0.1
+    with torch.no_grad():
+        whole, _ = model(audio)
+        assert whole.shape == (2, 9, len(MOVING_POINTS), 2)
+        assert whole.abs().max() == 0  # untrained: moves nothing, so a generator given it draws what it drew
+        torch.nn.init.normal_(model.head.weight)
+        whole, _ = model(audio)
+        first, state = model(audio[:, :4])
+        rest, _ = model(audio[:, 4:], state)
+    torch.testing.assert_close(torch.cat([first, rest], 1), whole, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="3200 samples"):
+        model(torch.zeros(1, 2, 100))
+
+
+def test_mouth_motion_generator_blends_over_the_moving_still_and_streams(tmp_path):
+    torch.manual_seed(0)
+    config = GeneratorConfig(width=0.0625, output="blend", eye_input=True, mouth_motion=True)
+    generator = Generator(config).eval()
+    torch.nn.init.normal_(generator.mouth_motion.head.weight, std=0.05)
+    still = torch.rand(1, 3, 128, 96) * 2 - 1
+    audio = torch.randn(1, 12, 3200) * 0.1
+    landmarks = _landmarks()
+    noise = generator.sample_noise(1, 12, torch.Generator().manual_seed(1))
+    openness = torch.ones(1, 12)
+    with torch.no_grad():
+        video, alpha, decoded = generator(still, audio, noise=noise, openness=openness, still_landmarks=landmarks, return_layers=True)
+        displacement, _ = generator.mouth_motion(audio)
+        moving = warp_still(still, landmarks, displacement)
+        torch.testing.assert_close(video, alpha * decoded + (1 - alpha) * moving, atol=1e-5, rtol=0)
+        assert (moving - still[:, None]).abs().amax(dim=(0, 2, 3, 4)).max() > 0.05  # the still did move
+        first, state = generator(still, audio[:, :5], noise=noise[:, :5], openness=openness[:, :5],
+                                 still_landmarks=landmarks, return_state=True)
+        rest = generator(None, audio[:, 5:], noise=noise[:, 5:], openness=openness[:, 5:], state=state)
+    torch.testing.assert_close(torch.cat([first, rest], 1), video, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="still_landmarks"):
+        generator(still, audio)
+    with pytest.raises(ValueError, match="output='blend'"):
+        GeneratorConfig(output="frame", mouth_motion=True)
+    generator.save_pretrained(tmp_path / "g")
+    loaded = Generator.from_pretrained(str(tmp_path / "g"))
+    assert loaded.config.mouth_motion
+    assert torch.equal(loaded.mouth_motion.head.weight, generator.mouth_motion.head.weight)
+
+
+def test_export_attaches_a_fitted_mouth_motion_and_keeps_every_other_weight(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from export_default_model import with_mouth_motion  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    base = Generator(GeneratorConfig(width=0.0625, output="blend"))
+    motion = MouthMotion()
+    torch.nn.init.normal_(motion.head.weight)
+    moved = with_mouth_motion(base, motion, "base")
+    assert moved.config.mouth_motion
+    for key, value in base.state_dict().items():
+        assert torch.equal(moved.state_dict()[key], value), key
+    assert torch.equal(moved.mouth_motion.head.weight, motion.head.weight)
+    with pytest.raises(SystemExit, match="drop --mouth-motion"):
+        with_mouth_motion(Generator(GeneratorConfig(width=0.0625)), motion, "paper")
+
+
+def test_fit_mouth_motion_learns_on_real_clips(tmp_path, clips):
+    """A few steps of train/fit_mouth_motion.py on the real preprocessed clips: it saves a model that
+    loads, and its lip error on the training clips falls below a mouth left at rest."""
+    sys.path.insert(0, str(REPO / "train"))
+    import fit_mouth_motion  # noqa: PLC0415
+
+    out = tmp_path / "motion"
+    assert fit_mouth_motion.main(["--data", str(clips), "--train-split", "all", "--val-split", "all",
+                                  "--out", str(out), "--steps", "60", "--batch", "4", "--lr", "3e-3"]) == 0  # fmt: skip
+    model = MouthMotion.from_pretrained(str(out))
+    real = [c for c in fit_mouth_motion.load_clips(clips, "all") if len(c["target"]) >= 74]
+    error, rest = fit_mouth_motion.lip_errors(model, real, 74)
+    assert error < rest, (error, rest)
+    assert set(LIP_POINTS) <= set(MOVING_POINTS)
