@@ -277,6 +277,21 @@ def test_a_generator_started_from_one_without_eyes_starts_as_it_and_learns_them(
         T.build_models(_tiny(clips, tmp_path, "g_width=0.125", f"init_generator={tmp_path / 'source'}"), T.loss_weights(cfg))
 
 
+def test_a_run_starts_from_an_exported_generator_without_its_eye_gain_and_mouth_motion(clips, tmp_path, eye_process):
+    # The shipped model carries an eye gain and a mouth motion model, set and attached at export: a run
+    # started from it trains the networks without them (and its export can put them back).
+    from speech_anim.models import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    source = Generator(GeneratorConfig(width=0.0625, output="blend", eye_input=True, eye_gain=1.25, mouth_motion=True))
+    source.save_pretrained(tmp_path / "exported")
+    cfg = _tiny(clips, tmp_path, "eye_input=true", "g_output=blend", f"init_generator={tmp_path / 'exported'}")
+    generator, _ = T.build_models(cfg, T.loss_weights(cfg))
+    assert generator.mouth_motion is None and generator.config.eye_gain == 1.0
+    weights = source.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in generator.state_dict().items())
+
+
 def test_eyes_only_trains_the_eye_maps_and_leaves_the_rest_of_the_generator(clips, accelerator, tmp_path, eye_process):
     from speech_anim.data import TalkingFaceDataset, collate_clips
 

@@ -215,12 +215,19 @@ def build_models(cfg: TrainConfig, weights: losses.LossWeights,
     return generator, {name: build() for name, build in builders.items() if name in weights.discriminators}
 
 
+# What an exported generator may carry beside the networks train.py trains, set or attached after
+# training (scripts/export_default_model.py): a run started from it (the shipped model, say) trains the
+# networks without them, and the export puts them back.
+ADDED_AT_EXPORT = ("eye_gain", "mouth_motion")
+
+
 def start_from_pretrained(generator: Generator, checkpoint: str) -> GeneratorConfig:
     """Copy a save_pretrained generator's weights into `generator`. Inputs that `generator` has and the
-    checkpoint lacks (eye_input's closure) start with zero weights, so it starts as the checkpoint did."""
+    checkpoint lacks (eye_input's closure) start with zero weights, so it starts as the checkpoint did.
+    Its eye gain and mouth motion (ADDED_AT_EXPORT) are left behind."""
     source = Generator.from_pretrained(checkpoint)
     ours, theirs = asdict(generator.config), asdict(source.config)
-    differing = [k for k in ours if k != "eye_input" and ours[k] != theirs[k]]
+    differing = [k for k in ours if k not in ("eye_input", *ADDED_AT_EXPORT) and ours[k] != theirs[k]]
     if differing:
         raise ConfigError(f"init_generator {checkpoint} differs from this config in {', '.join(differing)}: "
                           "use matching g_width / g_output / audio_gru_layers")
