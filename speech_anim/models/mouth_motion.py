@@ -15,8 +15,8 @@ over the still itself. The displacement is relative to a face at rest (mouth clo
 frames are), learnt by regression on the real clips' landmarks (`train/fit_mouth_motion.py`), in the
 canonical crop, where alignment has already brought every face to one scale.
 
-Warping the real first frame of each s31 clip by her own landmark motion gives an LMD of 0.37 px
-against 1.58 for the still (runs/scratch/oracle_warp.py in session 12): dlib reads a warped mouth as moved.
+Warping the real first frame of each s31 clip by her own landmark motion gives an LMD of 0.36 px
+against 1.58 for the still (scripts/warp_oracle.py): dlib reads a warped mouth where it was moved.
 """
 
 from __future__ import annotations
