@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .hub import SafeHubMixin
+from .syncnet import LogMel
 
 JAW_POINTS = tuple(range(2, 15))  # iBUG 2-14: the jaw line from below the ears round the chin
 LIP_POINTS = tuple(range(48, 68))  # outer and inner lip contours
@@ -69,11 +70,7 @@ class MouthMotion(nn.Module, SafeHubMixin):
             config = MouthMotionConfig(**config)
         self.config = config
         self._hub_mixin_config = config
-        import librosa
-
-        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)
-        self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)
-        self.register_buffer("stft_window", torch.hann_window(config.win_length), persistent=False)
+        self.front_end = LogMel(config.sample_rate, config.n_fft, config.win_length, config.hop_length, config.n_mels)
         # 1-D convolutions over the window's 21 columns with the mel bands as channels: a tenth of the
         # cost of 2-D ones over the spectrogram (1.9 s a training step at 32 channels), for a task that
         # needs the spectrum's shape at each moment more than patterns across bands.
@@ -95,10 +92,7 @@ class MouthMotion(nn.Module, SafeHubMixin):
 
     def log_mel(self, windows: torch.Tensor) -> torch.Tensor:
         """(N, window_samples) waveforms in [-1, 1] -> (N, n_mels, columns)."""
-        c = self.config
-        spec = torch.stft(windows, c.n_fft, c.hop_length, c.win_length, self.stft_window,
-                          center=True, pad_mode="constant", return_complex=True)  # fmt: skip
-        return torch.log(self.mel_basis @ spec.abs().pow(2) + 1e-6) / 4.0
+        return self.front_end(windows)
 
     def forward(self, audio: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio windows B×T×window_samples -> (displacement B×T×len(MOVING_POINTS)×2, GRU state)."""

@@ -59,6 +59,26 @@ class SyncNetConfig:
         return (bottom - top) // self.mouth_scale, (right - left) // self.mouth_scale
 
 
+class LogMel(nn.Module):
+    """Fixed log-mel front end (not trained, not saved: the same on every machine), shared by the sync
+    expert and models/mouth_motion.py: (N, samples) waveforms in [-1, 1] -> (N, n_mels, columns)."""
+
+    def __init__(self, sample_rate: int, n_fft: int, win_length: int, hop_length: int, n_mels: int):
+        super().__init__()
+        import librosa
+
+        mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+        self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)
+        self.register_buffer("stft_window", torch.hann_window(win_length), persistent=False)
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(windows, self.n_fft, self.hop_length, self.win_length, self.stft_window,
+                          center=True, pad_mode="constant", return_complex=True)  # fmt: skip
+        # dB-like compression with a floor well below GRID's background noise; /4 keeps values O(1).
+        return torch.log(self.mel_basis @ spec.abs().pow(2) + 1e-6) / 4.0
+
+
 def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
@@ -88,24 +108,14 @@ class SyncNet(nn.Module, SafeHubMixin):
             config.mouth_box = tuple(config.mouth_box)  # a list after a trip through JSON
         self.config = config = config or SyncNetConfig()
         self._hub_mixin_config = config  # what save_pretrained writes to config.json
-        # Fixed log-mel front end (not trained, not saved): the same on every machine.
-        import librosa
-
-        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)
-        self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)
-        self.register_buffer("stft_window", torch.hann_window(config.win_length), persistent=False)
+        self.front_end = LogMel(config.sample_rate, config.n_fft, config.win_length, config.hop_length, config.n_mels)
         columns = config.audio_window // config.hop_length + 1
         self.audio = _stream(1, config.width, config.embed_dim, (config.n_mels, columns))
         self.video = _stream(config.video_frames, config.width, config.embed_dim, config.mouth_shape)
 
     def log_mel(self, windows: torch.Tensor) -> torch.Tensor:
         """(B, 3200) waveforms in [-1, 1] -> (B, 1, n_mels, 21) log-mel spectrograms."""
-        c = self.config
-        spec = torch.stft(windows, c.n_fft, c.hop_length, c.win_length, self.stft_window,
-                          center=True, pad_mode="constant", return_complex=True)  # fmt: skip
-        mel = self.mel_basis @ spec.abs().pow(2)
-        # dB-like compression with a floor well below GRID's background noise; /4 keeps values O(1).
-        return (torch.log(mel + 1e-6) / 4.0).unsqueeze(1)
+        return self.front_end(windows).unsqueeze(1)
 
     def embed_audio(self, windows: torch.Tensor) -> torch.Tensor:
         """(B, 3200) audio windows -> (B, embed_dim) unit vectors."""
