@@ -229,6 +229,31 @@ def test_items_carry_the_eye_openness_and_stills_with_open_eyes(processed):
     assert torch.all(batch["openness"][~batch["mask"]] == 1.0)  # padding has open eyes
 
 
+def test_rest_stills_come_from_the_opening_silence_with_their_landmarks(processed):
+    from speech_anim.data.datasets import REST_FRAMES
+
+    out, _ = processed
+    for mirror in (False, True):
+        dataset = TalkingFaceDataset(out, frames=16, rest_still=True, mirror=mirror, seed=3)
+        for i in range(len(dataset)):
+            with np.load(clip_path(out, dataset.clips[i]["id"])) as clip:
+                frames = decode_frames(clip["frames"], clip["frame_offsets"])
+                landmarks = clip["landmarks"]
+            item = dataset[i]
+            still = ((item["still"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+            if item["mirrored"]:
+                still = still[:, ::-1]
+            matches = [t for t in range(len(frames)) if np.array_equal(frames[t], still)]
+            assert matches and min(matches) < REST_FRAMES
+            points = item["still_landmarks"].numpy()
+            if item["mirrored"]:  # back to the clip's own: sides swapped, x flipped
+                points = points[MIRROR_LANDMARKS]
+                points[:, 0] = W - 1 - points[:, 0]
+            assert any(np.allclose(points, landmarks[t], atol=1e-4) for t in matches)
+    batch = collate_clips([dataset[0], dataset[1]])
+    assert batch["still_landmarks"].shape == (2, 68, 2)
+
+
 def test_shifted_audio_is_the_same_clip_out_of_sync(processed):
     out, _ = processed
     for frames in (None, 16):

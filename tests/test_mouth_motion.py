@@ -125,6 +125,32 @@ def test_export_attaches_a_fitted_mouth_motion_and_keeps_every_other_weight(tmp_
         with_mouth_motion(Generator(GeneratorConfig(width=0.0625)), motion, "paper")
 
 
+def test_cepstral_front_end_keeps_the_envelope_and_loads_from_either_kind_of_folder(tmp_path):
+    from speech_anim.models.generator import load_mouth_motion
+    from speech_anim.models.mouth_motion import dct_matrix
+
+    dct = dct_matrix(40, 40)
+    torch.testing.assert_close(dct @ dct.T, torch.eye(40), atol=1e-5, rtol=0)  # orthonormal: nothing lost
+    smooth = torch.linspace(0, 1, 40) ** 2  # an envelope without ripple lives in the first coefficients
+    assert (dct[:6] @ smooth).norm() > 0.99 * smooth.norm()
+    motion = MouthMotion(MouthMotionConfig(cepstra=13))
+    assert motion.convs[0].in_channels == 13
+    torch.nn.init.normal_(motion.head.weight, std=0.05)
+    audio = torch.randn(1, 6, 3200) * 0.1
+    motion.save_pretrained(tmp_path / "fit")
+    generator = Generator(GeneratorConfig(width=0.0625, output="blend", mouth_motion=True))
+    torch.nn.init.normal_(generator.mouth_motion.head.weight, std=0.05)
+    generator.save_pretrained(tmp_path / "generator")
+    with torch.no_grad():
+        torch.testing.assert_close(load_mouth_motion(tmp_path / "fit")(audio)[0], motion(audio)[0])
+        torch.testing.assert_close(load_mouth_motion(tmp_path / "generator")(audio)[0], generator.mouth_motion(audio)[0])
+    Generator(GeneratorConfig(width=0.0625, output="blend")).save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="without mouth_motion"):
+        load_mouth_motion(tmp_path / "plain")
+    with pytest.raises(ValueError, match="cepstra"):
+        MouthMotionConfig(cepstra=41)
+
+
 def test_fit_mouth_motion_learns_on_real_clips(tmp_path, clips):
     """A few steps of train/fit_mouth_motion.py on the real preprocessed clips: it saves a model that
     loads, and its lip error on the training clips falls below a mouth left at rest."""

@@ -670,3 +670,37 @@ def test_moving_average_starts_from_the_generator_of_a_checkpoint_without_one(cl
     assert all(torch.equal(v, g[k]) for k, v in T.generator_from_checkpoint(step2).state_dict().items())
     with pytest.raises(T.ConfigError, match="g_ema"):
         _tiny(clips, tmp_path, "g_ema=1")
+
+
+def test_a_fitted_mouth_motion_moves_the_still_in_training_and_stays_as_fitted(clips, accelerator, tmp_path):
+    from speech_anim.data import TalkingFaceDataset, collate_clips
+    from speech_anim.models.mouth_motion import MouthMotion
+
+    torch.manual_seed(0)
+    fitted = MouthMotion()
+    torch.nn.init.normal_(fitted.head.weight, std=0.05)
+    fitted.save_pretrained(tmp_path / "motion")
+    with pytest.raises(T.ConfigError, match="rest_still"):
+        _tiny(clips, tmp_path, "g_output=blend", f"mouth_motion={tmp_path / 'motion'}")
+    with pytest.raises(T.ConfigError, match="g_output=blend"):
+        _tiny(clips, tmp_path, f"mouth_motion={tmp_path / 'motion'}", "rest_still=true")
+    cfg = _tiny(clips, tmp_path / "run", "g_output=blend", f"mouth_motion={tmp_path / 'motion'}", "rest_still=true",
+                "ablations=[no-adv]", "lambda_silent=300")
+    weights = T.loss_weights(cfg)
+    generator, discriminators = T.build_models(cfg, weights)
+    assert generator.config.mouth_motion and not discriminators
+    assert torch.equal(generator.mouth_motion.head.weight, fitted.head.weight)
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    optimizers = T.build_optimizers(cfg, generator, discriminators)
+    generator, opt_g = accelerator.prepare(generator, optimizers["G"])
+    dataset = TalkingFaceDataset(clips, None, frames=cfg.frames, seed=0, rest_still=True)
+    calls = []
+    generator.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["still_landmarks"].shape),
+                                        with_kwargs=True)
+    values = T.train_step(accelerator, cfg, weights, generator, {}, {"G": opt_g},
+                          collate_clips([dataset[0], dataset[1]]), torch.Generator().manual_seed(0))
+    assert calls == [(2 * 2, 68, 2)]  # the speech and quiet-room passes, each with its still's landmarks
+    assert torch.isfinite(values["g_rec"]) and values["g_silent"] > 0
+    after = accelerator.unwrap_model(generator).state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("mouth_motion."))
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith("decoder."))

@@ -61,6 +61,11 @@ class TrainConfig:
     eye_input: bool = False  # not in the paper: the decoder reads the eye openness (models/eye_process.py)
     eye_process: str | None = None  # a fitted EyeProcess (train/fit_eye_process.py), copied into the generator
     init_generator: str | None = None  # start G from this save_pretrained folder (new inputs at zero weight)
+    # Not in the paper: a fitted MouthMotion (train/fit_mouth_motion.py --out, or a generator that has one),
+    # copied into G and frozen, so that the decoder learns over the still whose mouth it moves
+    # (GeneratorConfig.mouth_motion).
+    mouth_motion: str | None = None
+    rest_still: bool = False  # stills from each clip's opening silence (datasets.REST_FRAMES); mouth_motion needs it
     # Not in the paper: validate, sample and export an exponential moving average of G's weights,
     # updated after every step with this decay (0.999: about the last 1000 steps). 0 = off. GAN
     # generators swing from one checkpoint to the next (ours: blinks 6-46 of 50 within 300 steps);
@@ -135,6 +140,12 @@ class TrainConfig:
             raise ConfigError(f"g_output must be one of {', '.join(G_OUTPUTS)} (frame is the paper's), got {self.g_output!r}")
         if self.lambda_blend > 0 and self.g_output != "blend":
             raise ConfigError(f"lambda_blend penalises the blend mask, which g_output={self.g_output!r} has not: use g_output=blend or lambda_blend=0")
+        if self.mouth_motion and not self.rest_still:
+            raise ConfigError("mouth_motion moves the still's mouth from rest: set rest_still=true so that stills "
+                              "come from the clips' opening silence")
+        if self.mouth_motion and self.g_output != "blend":
+            raise ConfigError(f"mouth_motion moves the still that the blend lets through, and g_output={self.g_output!r} "
+                              "has none: use g_output=blend or mouth_motion=null")
         if self.lambda_decoded > 0 and self.g_output != "blend":
             raise ConfigError(f"lambda_decoded ties the blend's decoded frame to the real one, and g_output={self.g_output!r} "
                               "has none: use g_output=blend or lambda_decoded=0")

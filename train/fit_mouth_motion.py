@@ -112,6 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hold-out-speaker",
                         help="leave this training speaker out and report the lip error on its clips too: how well the "
                              "motion carries to a voice it never heard (for choosing settings; fit the final model on all)")
+    parser.add_argument("--cepstra", type=int, default=0,
+                        help="read this many cepstral coefficients instead of the log-mel bands (MouthMotionConfig.cepstra)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -129,7 +131,7 @@ def main(argv=None) -> int:
     weights = np.array([counts[s] ** -args.speaker_balance for s in speakers])
     weights /= weights.sum()
     print(f"{len(train)} train clips {counts}, {len(val)} validation clips")
-    model = MouthMotion(MouthMotionConfig())
+    model = MouthMotion(MouthMotionConfig(cepstra=args.cepstra))
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.steps)
     rates = (1 / (1 + args.voice_warp), 1 + args.voice_warp)

@@ -50,6 +50,7 @@ from speech_anim.data import TalkingFaceDataset, collate_clips
 from speech_anim.errors import SpeechAnimError
 from speech_anim.models import Generator, GeneratorConfig
 from speech_anim.models.eye_process import EyeProcess
+from speech_anim.models.generator import load_mouth_motion
 from speech_anim.models.discriminators import (
     EyeDiscriminator,
     EyeDiscriminatorConfig,
@@ -158,7 +159,7 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
 
 def generator_config(cfg: TrainConfig) -> GeneratorConfig:
     return GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output,
-                           eye_input=cfg.eye_input)
+                           eye_input=cfg.eye_input, mouth_motion=bool(cfg.mouth_motion))
 
 
 def generator_from_checkpoint(path: Path) -> Generator:
@@ -196,6 +197,12 @@ def build_models(cfg: TrainConfig, weights: losses.LossWeights,
                               "pass eye_process=<a train/fit_eye_process.py folder>")
     if cfg.eye_process and pretrained:
         generator.eye_process.load_state_dict(EyeProcess.from_pretrained(cfg.eye_process).state_dict())
+    if cfg.mouth_motion and pretrained:
+        generator.mouth_motion.load_state_dict(load_mouth_motion(cfg.mouth_motion).state_dict())
+    if cfg.mouth_motion:
+        # Fitted beforehand on real landmarks (train/fit_mouth_motion.py): the image losses would teach it
+        # to move the still wherever that helps the decoder, not where the lips go.
+        generator.mouth_motion.requires_grad_(False)
     if cfg.eye_input:
         # Fitted beforehand (train/fit_eye_process.py) and only sampled at inference: training feeds
         # the real clips' openness, so nothing here should move it.
@@ -322,14 +329,16 @@ def train_step(accelerator, cfg, weights, generator, discriminators, optimizers,
         windows, noises = (torch.cat(parts) for parts in zip(*passes.values()))
         # Every pass has the real clip's eyes: they move much the same whether one speaks or not.
         eyes = None if openness is None else openness.repeat(len(passes), 1)
+        still_points = batch["still_landmarks"].to(still).repeat(len(passes), 1, 1)  # used with mouth_motion
         with accelerator.autocast():
             if weights.blend > 0 or weights.decoded > 0:  # the blend's layers are penalised too
                 videos, alpha, decoded = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises,
-                                                   openness=eyes, return_layers=True)
+                                                   openness=eyes, return_layers=True, still_landmarks=still_points)
                 masks = dict(zip(passes, alpha.float().chunk(len(passes))))
                 decoded_frames = dict(zip(passes, decoded.float().chunk(len(passes))))
             else:
-                videos = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises, openness=eyes)
+                videos = generator(still.repeat(len(passes), 1, 1, 1), windows, noise=noises, openness=eyes,
+                                   still_landmarks=still_points)
         generated = dict(zip(passes, videos.float().chunk(len(passes))))
         fake = generated["speech"]
         judged, seq_real, seq_audio, seq_mask = [fake], video, audio, mask  # what D_img and D_seq see
@@ -474,7 +483,8 @@ def validate(accelerator, cfg, generator, discriminators, loader, metrics=()) ->
         rng = torch.Generator().manual_seed(_seed(cfg.seed, index, accelerator.process_index, 2))
         noise = model.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
         with accelerator.autocast():
-            fake = model(still, audio, noise=noise, openness=real_openness(model, batch)).float()
+            fake = model(still, audio, noise=noise, openness=real_openness(model, batch),
+                         still_landmarks=batch["still_landmarks"].to(still)).float()
         columns = {"val/l1_lower": torch.stack([losses.lower_half_l1(f, v, m) for f, v, m in zip(fake, video, mask)])}
         lengths = batch["lengths"].tolist()
         # The AV metrics (av_confidence, ...) need each clip's sound: raw audio cut to the clip's frames.
@@ -553,7 +563,8 @@ def write_samples(accelerator, cfg, generator, batch, step: int, tracker) -> Pat
     noise = model.sample_noise(video.shape[0], video.shape[1], generator=rng).to(video.device)
     openness = real_openness(model, batch)
     with accelerator.autocast():
-        fake = model(still, audio, noise=noise, openness=None if openness is None else openness.to(video.device)).float()
+        fake = model(still, audio, noise=noise, openness=None if openness is None else openness.to(video.device),
+                     still_landmarks=batch["still_landmarks"].to(still)).float()
     model.train()
     rows = []
     for real_clip, fake_clip, length in zip(video, fake, batch["lengths"].tolist()):
@@ -829,8 +840,9 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     # the same sub-sequences, stills and shifts
     train_set = TalkingFaceDataset(cfg.data, cfg.train_split, frames=cfg.frames, mirror=cfg.mirror, seed=cfg.seed,
                                    colour_jitter=cfg.colour_jitter, voice_warp=cfg.voice_warp,
-                                   geometry_jitter=cfg.geometry_jitter, mouth_jitter=cfg.mouth_jitter)
-    val_set = TalkingFaceDataset(cfg.data, cfg.val_split, frames=None, seed=cfg.seed)
+                                   geometry_jitter=cfg.geometry_jitter, mouth_jitter=cfg.mouth_jitter,
+                                   rest_still=cfg.rest_still)
+    val_set = TalkingFaceDataset(cfg.data, cfg.val_split, frames=None, seed=cfg.seed, rest_still=cfg.rest_still)
     if cfg.val_clips:
         val_set = torch.utils.data.Subset(val_set, range(min(cfg.val_clips, len(val_set))))
 

@@ -30,6 +30,10 @@ MAX_SHIFT = 25
 # The still is drawn among frames whose eyes are at least this open (blinks.eye_openness): a photo to
 # animate has open eyes, and a still caught mid-blink would ask the generator to open them.
 OPEN_STILL = 0.9
+# rest_still: the still is one of a clip's first REST_FRAMES frames (0.24 s). GRID clips open with
+# silence (the alignments' leading "sil": 10 frames or more in 19 of 20 clips of s1, s26 and s31), so
+# the mouth there is at rest, as in a photo to animate and as MouthMotion's displacements assume.
+REST_FRAMES = 6
 SPLIT_NAMES = ("train", "val", "test", "unseen")
 PAPER_SPLIT_NAMES = ("paper-train", "paper-val", "paper-test")
 
@@ -69,6 +73,8 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
     voice_warp: v > 0 plays each item's audio windows (in sync and shifted) at one random rate
         between 1 / (1 + v) and 1 + v about their middles (`audio.warped_windows`): pitch and
         formants move as between voices, the timing stays. raw_audio stays as recorded.
+    rest_still: take the still from the clip's first REST_FRAMES frames (mouth at rest) instead of any
+        frame with open eyes; for a mouth_motion generator, which moves the still's mouth from rest.
     min_shift, max_shift: range of the out-of-sync audio's offset in frames (either sign).
     seed: None draws from torch's seed (different every epoch and DataLoader worker, reproducible
         under torch.manual_seed); an int makes item i of epoch e (`set_epoch`) always the same
@@ -76,7 +82,8 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
 
     Items are dicts: still (3, 128, 96) and video (T, 3, 128, 96) float32 in [-1, 1]; audio and
     audio_shifted (T, 3200) float32; shift (frames); raw_audio (T * 16000 / fps,) float32;
-    landmarks (T, 68, 2) float32 crop pixels; openness (T,) float32 (`blinks.eye_openness` of the
+    landmarks (T, 68, 2) float32 crop pixels; still_landmarks (68, 2), the still's (for a mouth_motion
+    generator); openness (T,) float32 (`blinks.eye_openness` of the
     whole clip, 1 = its open eyes); length, start (first frame in the clip), fps,
     mirrored, id, speaker.
 
@@ -87,7 +94,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
     def __init__(self, root, split=None, frames: int | None = None, mirror: bool = False,
                  min_shift: int = MIN_SHIFT, max_shift: int = MAX_SHIFT, seed: int | None = None,
                  colour_jitter: float = 0.0, voice_warp: float = 0.0, geometry_jitter: float = 0.0,
-                 mouth_jitter: float = 0.0):  # fmt: skip
+                 mouth_jitter: float = 0.0, rest_still: bool = False):  # fmt: skip
         self.root = Path(root)
         if not 0 <= colour_jitter <= 0.5:
             raise DatasetError(f"colour_jitter must be between 0 (off) and 0.5, got {colour_jitter}")
@@ -98,6 +105,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         if not 0 <= mouth_jitter <= 8:
             raise DatasetError(f"mouth_jitter is a shift in crop pixels, between 0 (off) and 8, got {mouth_jitter}")
         self.colour_jitter, self.voice_warp, self.geometry_jitter = colour_jitter, voice_warp, geometry_jitter
+        self.rest_still = rest_still
         self.mouth_jitter = mouth_jitter
         if frames is not None and frames < 1:
             raise DatasetError(f"frames must be at least 1 (or None for whole clips), got {frames}")
@@ -159,11 +167,17 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         length = total if self.frames is None else self.frames
         start = int(rng.integers(0, total - length + 1))
         openness_all = eye_openness(landmarks_all)
-        open_frames = np.flatnonzero(openness_all >= OPEN_STILL)
-        still_index = int(rng.choice(open_frames)) if len(open_frames) else int(rng.integers(0, total))
+        if self.rest_still:
+            first = openness_all[:REST_FRAMES]
+            open_frames = np.flatnonzero(first >= OPEN_STILL)
+            still_index = int(rng.choice(open_frames)) if len(open_frames) else int(first.argmax())
+        else:
+            open_frames = np.flatnonzero(openness_all >= OPEN_STILL)
+            still_index = int(rng.choice(open_frames)) if len(open_frames) else int(rng.integers(0, total))
         frames = decode_frames(data, offsets, [*range(start, start + length), still_index])
         video, still = frames[:length], frames[length]
-        landmarks = landmarks_all[start : start + length].astype(np.float32)
+        # The still's landmarks ride along as one more frame, so mirroring and jitter move them with it.
+        landmarks = landmarks_all[[*range(start, start + length), still_index]].astype(np.float32)
 
         fps = float(entry["fps"])
         shift = self._draw_shift(rng, start, length, total)
@@ -193,6 +207,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             still, video, landmarks = jitter_geometry(rng, self.geometry_jitter, still, video, landmarks)
         if self.mouth_jitter:
             still, video, landmarks = shift_mouth(rng, self.mouth_jitter, still, video, landmarks)
+        landmarks, still_landmarks = landmarks[:length], landmarks[length]
 
         return {
             "still": still,
@@ -202,6 +217,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             "shift": shift,
             "raw_audio": torch.from_numpy(raw),
             "landmarks": landmarks,
+            "still_landmarks": still_landmarks,
             "openness": torch.from_numpy(np.ascontiguousarray(openness_all[start : start + length])),
             "length": length,
             "start": start,
@@ -320,6 +336,7 @@ def collate_clips(items: list[dict]) -> dict:
     longest = int(lengths.max())
     batch = {
         "still": torch.stack([item["still"] for item in items]),
+        "still_landmarks": torch.stack([item["still_landmarks"] for item in items]),
         "lengths": lengths,
         "mask": torch.arange(longest)[None, :] < lengths[:, None],
     }

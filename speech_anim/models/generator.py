@@ -421,3 +421,20 @@ def _init_weights(module: nn.Module) -> None:
     elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+def load_mouth_motion(path) -> MouthMotion:
+    """The MouthMotion in `path`: a train/fit_mouth_motion.py folder, or a generator folder with
+    mouth_motion (the shipped model, say), whose own is taken out."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{path} has no config.json: give a train/fit_mouth_motion.py folder or a generator with mouth_motion")
+    if "mouth_motion" not in json.loads(config.read_text()):
+        return MouthMotion.from_pretrained(str(path))
+    generator = Generator.from_pretrained(str(path))
+    if generator.mouth_motion is None:
+        raise ValueError(f"{path} is a generator without mouth_motion: give one with it or a train/fit_mouth_motion.py folder")
+    return generator.mouth_motion

@@ -45,6 +45,11 @@ class MouthMotionConfig:
     win_length: int = 400  # 25 ms
     hop_length: int = 160  # 10 ms -> 21 columns per window
     n_mels: int = 40
+    # > 0: the network reads the first `cepstra` cepstral coefficients (an orthonormal DCT of the log-mel
+    # bands) instead of the bands. They keep the spectrum's envelope (the formants, where the tongue
+    # and lips are) and drop its fine ripple, which for higher voices is the pitch's harmonics: what
+    # differs most between three male training voices and a woman's.
+    cepstra: int = 0
     channels: int = 64
     hidden: int = 128
     fps: float = 25.0
@@ -53,6 +58,8 @@ class MouthMotionConfig:
         if min(self.sample_rate, self.window_samples, self.n_fft, self.win_length, self.hop_length,
                self.n_mels, self.channels, self.hidden) < 1 or not self.fps > 0:
             raise ValueError(f"MouthMotionConfig needs positive sizes and fps, got {self}")
+        if not 0 <= self.cepstra <= self.n_mels:
+            raise ValueError(f"MouthMotionConfig.cepstra must be between 0 (the mel bands) and n_mels={self.n_mels}, got {self.cepstra}")
 
 
 class MouthMotion(nn.Module, SafeHubMixin):
@@ -77,9 +84,11 @@ class MouthMotion(nn.Module, SafeHubMixin):
         # No normalisation layers: with BatchNorm the validation error swung by half a pixel from one
         # evaluation to the next (its running statistics follow the batches' speakers), and a per-window
         # norm would erase the difference between silence and speech.
+        if config.cepstra:
+            self.register_buffer("dct", dct_matrix(config.n_mels, config.cepstra), persistent=False)
         c = config.channels
         self.convs = nn.Sequential(
-            nn.Conv1d(config.n_mels, c, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv1d(config.cepstra or config.n_mels, c, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv1d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv1d(2 * c, 2 * c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool1d(3), nn.Flatten(),
@@ -94,11 +103,25 @@ class MouthMotion(nn.Module, SafeHubMixin):
         """(N, window_samples) waveforms in [-1, 1] -> (N, n_mels, columns)."""
         return self.front_end(windows)
 
+    def features(self, windows: torch.Tensor) -> torch.Tensor:
+        """(N, window_samples) -> what the convolutions read: log-mel bands or their cepstra (N, C, columns)."""
+        bands = self.log_mel(windows)
+        return bands if not self.config.cepstra else torch.einsum("cm,nmt->nct", self.dct, bands)
+
     def forward(self, audio: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio windows B×T×window_samples -> (displacement B×T×len(MOVING_POINTS)×2, GRU state)."""
         batch, frames, samples = audio.shape
         if samples != self.config.window_samples:
             raise ValueError(f"MouthMotion needs windows of {self.config.window_samples} samples, got {samples}")
-        codes = torch.relu(self.project(self.convs(self.log_mel(audio.reshape(batch * frames, samples)))))
+        codes = torch.relu(self.project(self.convs(self.features(audio.reshape(batch * frames, samples)))))
         out, hidden = self.gru(codes.view(batch, frames, -1), hidden)
         return self.head(out).view(batch, frames, len(MOVING_POINTS), 2), hidden
+
+
+def dct_matrix(bands: int, keep: int) -> torch.Tensor:
+    """The first `keep` rows of the orthonormal DCT-II over `bands` values (keep × bands)."""
+    n = torch.arange(bands, dtype=torch.float64)
+    k = torch.arange(keep, dtype=torch.float64)[:, None]
+    matrix = torch.cos(torch.pi * (n + 0.5) * k / bands) * (2.0 / bands) ** 0.5
+    matrix[0] /= 2.0**0.5
+    return matrix.float()
