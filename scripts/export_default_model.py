@@ -81,8 +81,9 @@ def with_mouth_motion(generator: Generator, motion: MouthMotion, name) -> Genera
     """The same generator with mouth_motion on and `motion` as its MouthMotion (every other weight kept)."""
     if generator.config.output != "blend":
         raise SystemExit(f"export: {name} has output={generator.config.output!r}; mouth motion moves the blend's still: drop --mouth-motion")
-    moved = Generator(dataclasses.replace(generator.config, mouth_motion=True))
-    missing, unexpected = moved.load_state_dict(generator.state_dict(), strict=False)
+    moved = Generator(dataclasses.replace(generator.config, mouth_motion=True, mouth_cepstra=motion.config.cepstra))
+    own = {k: v for k, v in generator.state_dict().items() if not k.startswith("mouth_motion.")}  # replaced, if it had one
+    missing, unexpected = moved.load_state_dict(own, strict=False)
     if unexpected or any(not key.startswith("mouth_motion.") for key in missing):
         raise SystemExit(f"export: {name} does not fit a mouth-motion generator (unexpected {unexpected[:3]}, missing {missing[:3]})")
     moved.mouth_motion.load_state_dict(motion.state_dict())

@@ -144,6 +144,14 @@ def test_cepstral_front_end_keeps_the_envelope_and_loads_from_either_kind_of_fol
     with torch.no_grad():
         torch.testing.assert_close(load_mouth_motion(tmp_path / "fit")(audio)[0], motion(audio)[0])
         torch.testing.assert_close(load_mouth_motion(tmp_path / "generator")(audio)[0], generator.mouth_motion(audio)[0])
+    sys.path.insert(0, str(REPO / "scripts"))
+    from export_default_model import with_mouth_motion  # noqa: PLC0415
+
+    cepstral = with_mouth_motion(generator, motion, "generator")  # its mel MouthMotion replaced by a cepstral one
+    assert cepstral.config.mouth_cepstra == 13
+    cepstral.save_pretrained(tmp_path / "cepstral")
+    with torch.no_grad():
+        torch.testing.assert_close(load_mouth_motion(tmp_path / "cepstral")(audio)[0], motion(audio)[0])
     Generator(GeneratorConfig(width=0.0625, output="blend")).save_pretrained(tmp_path / "plain")
     with pytest.raises(ValueError, match="without mouth_motion"):
         load_mouth_motion(tmp_path / "plain")

@@ -158,8 +158,9 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
 
 
 def generator_config(cfg: TrainConfig) -> GeneratorConfig:
+    cepstra = load_mouth_motion(cfg.mouth_motion).config.cepstra if cfg.mouth_motion else 0
     return GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output,
-                           eye_input=cfg.eye_input, mouth_motion=bool(cfg.mouth_motion))
+                           eye_input=cfg.eye_input, mouth_motion=bool(cfg.mouth_motion), mouth_cepstra=cepstra)
 
 
 def generator_from_checkpoint(path: Path) -> Generator:
@@ -234,14 +235,14 @@ def start_from_pretrained(generator: Generator, checkpoint: str) -> GeneratorCon
     Its eye gain and mouth motion (ADDED_AT_EXPORT) are left behind."""
     source = Generator.from_pretrained(checkpoint)
     ours, theirs = asdict(generator.config), asdict(source.config)
-    differing = [k for k in ours if k not in ("eye_input", *ADDED_AT_EXPORT) and ours[k] != theirs[k]]
+    differing = [k for k in ours if k not in ("eye_input", "mouth_cepstra", *ADDED_AT_EXPORT) and ours[k] != theirs[k]]
     if differing:
         raise ConfigError(f"init_generator {checkpoint} differs from this config in {', '.join(differing)}: "
                           "use matching g_width / g_output / audio_gru_layers")
     weights = source.state_dict()
     with torch.no_grad():
         for name, tensor in generator.state_dict().items():
-            if name not in weights:
+            if name not in weights or name.startswith("mouth_motion."):  # a run's own comes from cfg.mouth_motion
                 continue
             given = weights[name]
             if given.shape == tensor.shape:

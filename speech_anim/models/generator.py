@@ -93,6 +93,7 @@ class GeneratorConfig:
     # caller (training, tests) is decoded as it is.
     eye_gain: float = 1.0
     mouth_motion: bool = False  # not the paper: the blend's still moves its mouth (MouthMotion + warp)
+    mouth_cepstra: int = 0  # its MouthMotionConfig.cepstra (0: it reads the log-mel bands)
 
     def __post_init__(self):
         if not self.width > 0:
@@ -106,6 +107,8 @@ class GeneratorConfig:
             raise ValueError(f"GeneratorConfig.output must be one of {OUTPUTS}, got {self.output!r}")
         if self.mouth_motion and self.output != "blend":
             raise ValueError("GeneratorConfig.mouth_motion moves the still that output='blend' lets through: set output='blend'")
+        if self.mouth_cepstra and not self.mouth_motion:
+            raise ValueError("GeneratorConfig.mouth_cepstra configures the mouth motion: set mouth_motion=True or mouth_cepstra=0")
         if not self.eye_gain > 0:
             raise ValueError(f"GeneratorConfig.eye_gain must be > 0 (1 decodes the eye process's draws as they are), got {self.eye_gain}")
 
@@ -298,7 +301,8 @@ class Generator(nn.Module, SafeHubMixin):
         self.noise_generator = NoiseGenerator(config)
         self.decoder = FrameDecoder(config)
         self.eye_process = EyeProcess(EyeProcessConfig(fps=config.fps)) if config.eye_input else None
-        self.mouth_motion = (MouthMotion(MouthMotionConfig(sample_rate=config.sample_rate, window_samples=config.window_samples, fps=config.fps))
+        self.mouth_motion = (MouthMotion(MouthMotionConfig(sample_rate=config.sample_rate, window_samples=config.window_samples,
+                                                           fps=config.fps, cepstra=config.mouth_cepstra))
                              if config.mouth_motion else None)  # fmt: skip
         if config.eye_input:  # not saved: a function of the crop's geometry
             self.register_buffer("eye_region", eye_region(), persistent=False)
