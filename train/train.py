@@ -926,8 +926,9 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     accelerator.print(
         f"{cfg.name}: {len(train_set)} training clips, {len(val_set)} validation clips, "
         f"{len(train_loader)} batches of {cfg.batch_size} x {accelerator.num_processes} processes per epoch on "
-        f"{accelerator.device} ({cfg.mixed_precision}); G {_count(generator) / 1e6:.2f} M parameters, "
-        + ", ".join(f"D_{n} {_count(d) / 1e6:.2f} M" for n, d in discriminators.items())
+        f"{accelerator.device} ({cfg.mixed_precision}); G {_count(generator) / 1e6:.2f} M parameters"
+        f" ({_count(generator, trainable=True) / 1e6:.2f} M trained)"
+        + "".join(f", D_{n} {_count(d) / 1e6:.2f} M" for n, d in discriminators.items())
         + (f"; ablations {', '.join(cfg.ablations)}" if cfg.ablations else ""),
         flush=True,
     )
@@ -1076,8 +1077,8 @@ def _cpu_processes() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+def _count(model, trainable: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
 if __name__ == "__main__":
