@@ -422,7 +422,9 @@ def test_sync_discriminator_learns_to_rank_in_sync_above_shifted_audio(clips, ac
     assert ranking(30)[0] < 0.75  # not already solved by the initial weights
     rng = torch.Generator().manual_seed(0)
     per_clip = 4  # snippets per clip and step, cut into 5-frame mini clips centred on frame 2
-    for _ in range(150):
+    # 150 steps passed on earlier machines and reached 0.71 on a later one (float paths differ by CPU);
+    # 250 reach 0.96 there, so the check is of learning, not of how fast.
+    for _ in range(250):
         rows = torch.arange(clips_).repeat(per_clip)
         centres = torch.randint(2, frames - 2, (len(rows),), generator=rng)
         shifts = torch.randint(5, frames - 4, (len(rows),), generator=rng)  # >= 5 frames either way round
