@@ -43,7 +43,7 @@ def benchmark(device, widths, gru_layers, frames, chunk, repeats, shipped=False)
         # shipped: the default model's kind, blend output, the eye input (two decoder passes, eye process)
         # and the mouth motion (its audio model and the still's warp, every frame)
         model = Generator(GeneratorConfig(width=width, audio_gru_layers=layers, output="blend" if shipped else "frame",
-                                          eye_input=shipped, mouth_motion=shipped)).to(device).eval()
+                                          eye_input=shipped, mouth_motion=shipped, mouth_cepstra=13 if shipped else 0)).to(device).eval()
         landmarks = torch.from_numpy(canonical_landmarks()).float()[None].to(device) if shipped else None
         params = sum(p.numel() for p in model.parameters()) / 1e6
         still = torch.rand(1, 3, 128, 96, device=device) * 2 - 1
