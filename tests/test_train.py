@@ -686,6 +686,8 @@ def test_a_fitted_mouth_motion_moves_the_still_in_training_and_stays_as_fitted(c
         _tiny(clips, tmp_path, "g_output=blend", f"mouth_motion={tmp_path / 'motion'}")
     with pytest.raises(T.ConfigError, match="g_output=blend"):
         _tiny(clips, tmp_path, f"mouth_motion={tmp_path / 'motion'}", "rest_still=true")
+    with pytest.raises(T.ConfigError, match="no config.json"):
+        T.generator_config(_tiny(clips, tmp_path, "g_output=blend", f"mouth_motion={tmp_path / 'nowhere'}", "rest_still=true"))
     cfg = _tiny(clips, tmp_path / "run", "g_output=blend", f"mouth_motion={tmp_path / 'motion'}", "rest_still=true",
                 "ablations=[no-adv]", "lambda_silent=300")
     weights = T.loss_weights(cfg)

@@ -158,7 +158,10 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
 
 
 def generator_config(cfg: TrainConfig) -> GeneratorConfig:
-    cepstra = load_mouth_motion(cfg.mouth_motion).config.cepstra if cfg.mouth_motion else 0
+    try:
+        cepstra = load_mouth_motion(cfg.mouth_motion).config.cepstra if cfg.mouth_motion else 0
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"mouth_motion: {error}") from None
     return GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output,
                            eye_input=cfg.eye_input, mouth_motion=bool(cfg.mouth_motion), mouth_cepstra=cepstra)
 
