@@ -53,7 +53,7 @@ def main() -> None:
         if predictor is None:
             motion = args.scale * (real[:, list(MOVING_POINTS)] - real[:1, list(MOVING_POINTS)])
         else:
-            windows = torch.from_numpy(frame_audio(sound, 25.0, frames=len(frames)))[None].float()
+            windows = torch.from_numpy(frame_audio(sound, predictor.config.fps, frames=len(frames)))[None].float()
             with torch.no_grad():
                 motion = args.scale * predictor(windows)[0][0].numpy()
         still = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 127.5 - 1

@@ -50,7 +50,7 @@ from speech_anim.data import TalkingFaceDataset, collate_clips
 from speech_anim.errors import SpeechAnimError
 from speech_anim.models import Generator, GeneratorConfig
 from speech_anim.models.eye_process import EyeProcess
-from speech_anim.models.generator import load_mouth_motion
+from speech_anim.models.generator import load_mouth_motion, mouth_motion_cepstra
 from speech_anim.models.discriminators import (
     EyeDiscriminator,
     EyeDiscriminatorConfig,
@@ -159,7 +159,7 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
 
 def generator_config(cfg: TrainConfig) -> GeneratorConfig:
     try:
-        cepstra = load_mouth_motion(cfg.mouth_motion).config.cepstra if cfg.mouth_motion else 0
+        cepstra = mouth_motion_cepstra(cfg.mouth_motion) if cfg.mouth_motion else 0  # its weights: build_models
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"mouth_motion: {error}") from None
     return GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output,

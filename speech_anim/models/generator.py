@@ -427,18 +427,32 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def load_mouth_motion(path) -> MouthMotion:
-    """The MouthMotion in `path`: a train/fit_mouth_motion.py folder, or a generator folder with
-    mouth_motion (the shipped model, say), whose own is taken out."""
+def _mouth_motion_source(path) -> tuple[dict, bool]:
+    """The config.json in `path` and whether it is a generator's (with mouth_motion) rather than a fit's."""
     import json
     from pathlib import Path
 
     config = Path(path) / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{path} has no config.json: give a train/fit_mouth_motion.py folder or a generator with mouth_motion")
-    if "mouth_motion" not in json.loads(config.read_text()):
-        return MouthMotion.from_pretrained(str(path))
-    generator = Generator.from_pretrained(str(path))
-    if generator.mouth_motion is None:
+    values = json.loads(config.read_text())
+    if "mouth_motion" not in values:
+        return values, False
+    if not values["mouth_motion"]:
         raise ValueError(f"{path} is a generator without mouth_motion: give one with it or a train/fit_mouth_motion.py folder")
-    return generator.mouth_motion
+    return values, True
+
+
+def mouth_motion_cepstra(path) -> int:
+    """MouthMotionConfig.cepstra of the MouthMotion that `load_mouth_motion(path)` loads, from its config alone."""
+    values, is_generator = _mouth_motion_source(path)
+    return values.get("mouth_cepstra", 0) if is_generator else MouthMotionConfig(**values).cepstra
+
+
+def load_mouth_motion(path) -> MouthMotion:
+    """The MouthMotion in `path`: a train/fit_mouth_motion.py folder, or a generator folder with
+    mouth_motion (the shipped model, say), whose own is taken out."""
+    _, is_generator = _mouth_motion_source(path)
+    if not is_generator:
+        return MouthMotion.from_pretrained(str(path))
+    return Generator.from_pretrained(str(path)).mouth_motion
