@@ -11,7 +11,8 @@ config.yaml gives the generator's sizes; a run with g_ema > 0 is screened by its
   closely the openness read off its frames follows the real one (correlation), and how many of the
   real clips' blinks it reproduces (blinks.match_blinks);
 - blinks: the animation as a user gets it (the eye process's draw, seed k for the k-th clip),
-  blinks per second and median duration by `blinks.video_blinks`, beside the real clips';
+  blinks per second and median duration by `blinks.video_blinks`, beside the real clips' and those
+  of the drawn openness curves themselves (what a faithful renderer would show);
 - quiet room: 8 s of faint pink noise (tests/test_default_model.py's): blinks, and how far the mouth
   opens beyond the still's (95th percentile of the inner-lip gap, pixels);
 - lip sync: our SyncNet-style expert's confidence and offset on those animations;
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from speech_anim import Animator, audio
+from speech_anim.animator import EYE_SEED_OFFSET
 from speech_anim.animator import _to_tensor as to_tensor, _to_uint8 as to_uint8  # the pipeline's own conversions
 from speech_anim.blinks import detect_blinks, eye_openness, match_blinks, pooled_rate, video_blinks
 from speech_anim.data.datasets import read_split, split_file
@@ -46,6 +48,19 @@ def load_generator(checkpoint: Path) -> Generator:
         return generator_from_checkpoint(checkpoint)
     except ConfigError as error:
         sys.exit(f"{Path(sys.argv[0]).stem}: {error}")
+
+
+def eye_curve_argument(text: str) -> tuple[float, ...]:
+    """--eye-curve: comma-separated openness values, or a scripts/eye_response.py --json file."""
+    path = Path(text)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"no such file {text}: write it with scripts/eye_response.py --json")
+        return tuple(json.loads(path.read_text())["eye_curve"])
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither comma-separated numbers nor an eye_response .json") from None
 
 
 def preprocessed_ids(data: Path, split: str, limit: int, speaker: str | None = None) -> list[str]:
@@ -73,14 +88,19 @@ def main() -> None:
     parser.add_argument("--eye-gain", type=float,
                         help="decode the eye process's draws with this GeneratorConfig.eye_gain instead of the checkpoint's "
                              "(to calibrate it: scripts/export_default_model.py --eye-gain)")
+    parser.add_argument("--eye-curve", type=eye_curve_argument,
+                        help="decode them through this GeneratorConfig.eye_curve instead (comma-separated, or the --json "
+                             "of scripts/eye_response.py)")
     args = parser.parse_args()
 
     generator = load_generator(args.checkpoint).eval()
-    if args.eye_gain is not None:
-        try:
+    try:
+        if args.eye_gain is not None:
             generator.set_eye_gain(args.eye_gain)
-        except ValueError as error:
-            sys.exit(f"screen_eyes: {error}")
+        if args.eye_curve is not None:
+            generator.set_eye_curve(args.eye_curve)
+    except ValueError as error:
+        sys.exit(f"screen_eyes: {error}")
     animator = Animator(generator, device="cpu")
     ids = preprocessed_ids(args.data, args.split, args.clips)
     clips = [read_clip(args.data, i) for i in ids]
@@ -115,7 +135,12 @@ def main() -> None:
     confidence, in_sync = float(np.mean([s.confidence for s in syncs])), sum(abs(s.offset) <= 1 for s in syncs)
     report["sync"] = {"confidence": confidence, "in_sync": in_sync}
     print(f"lip sync (our expert): confidence {confidence:.3f}, {in_sync} of {len(syncs)} clips within one frame")
-    for name, stats in (("real clips", real), ("animated", animated)):
+    named = [("real clips", real), ("animated", animated)]
+    if generator.config.eye_input:  # what the eye process drew for those animations, read as curves
+        drawn = [detect_blinks(generator.eye_process.sample(1, len(frames), torch.Generator().manual_seed(k + EYE_SEED_OFFSET))[0][0].numpy(), 25.0)
+                 for k, (frames, _, _) in enumerate(clips)]
+        named.append(("drawn by the eye process", drawn))
+    for name, stats in named:
         rate, median, count = pooled_rate(stats)
         report[f"blinks_{name.split()[0]}"] = {"per_second": rate, "median_duration": median, "count": count}
         print(f"blinks, {name}: {rate:.3f}/s, median {median:.2f} s ({count} in {len(stats)} clips)")

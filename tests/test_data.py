@@ -229,6 +229,32 @@ def test_items_carry_the_eye_openness_and_stills_with_open_eyes(processed):
     assert torch.all(batch["openness"][~batch["mask"]] == 1.0)  # padding has open eyes
 
 
+def test_openness_read_off_the_crops_is_computed_once_and_cached(processed, tmp_path):
+    import shutil
+
+    from speech_anim.blinks import eye_openness
+    from speech_anim.data.datasets import OPENNESS_CACHE, frame_openness
+    from speech_anim.face import crop_landmarks
+
+    out = tmp_path / "clips"
+    shutil.copytree(processed[0], out)  # the cache is written beside the clips
+    dataset = TalkingFaceDataset(out, frames=16, seed=0, openness="frames")
+    first = dataset.clips[0]["id"]
+    with np.load(clip_path(out, first)) as clip:
+        read_off = eye_openness(crop_landmarks(decode_frames(clip["frames"], clip["frame_offsets"])))
+        tracked = eye_openness(clip["landmarks"])
+    item = dataset[0]
+    np.testing.assert_array_equal(item["openness"].numpy(), read_off[item["start"] : item["start"] + 16])
+    assert not np.array_equal(read_off, tracked)
+    assert (out / OPENNESS_CACHE).is_file()
+    np.savez(out / OPENNESS_CACHE, **{first.replace("/", "__"): np.zeros(3, np.float32)})  # one clip cached
+    curves = frame_openness(out, [c["id"] for c in dataset.clips])
+    assert curves[first].tolist() == [0, 0, 0]  # read back, not computed again
+    np.testing.assert_array_equal(curves[dataset.clips[1]["id"]], dataset.crop_openness[dataset.clips[1]["id"]])  # the rest computed
+    with pytest.raises(DatasetError, match="openness must be one of"):
+        TalkingFaceDataset(out, openness="tracked")
+
+
 def test_rest_stills_come_from_the_opening_silence_with_their_landmarks(processed):
     from speech_anim.data.datasets import REST_FRAMES
 

@@ -97,3 +97,21 @@ def test_fit_script_fits_real_clips_and_reports_their_blinks(clips, tmp_path, ca
     printed = capsys.readouterr().out
     assert "real validation clips:" in printed and "sampled 10 s clips:" in printed
     assert EyeProcess.from_pretrained(str(out)).config == EyeProcessConfig()
+
+
+
+def test_the_fit_reads_curves_off_the_crops_with_openness_frames(clips, tmp_path, capsys):
+    import shutil
+
+    sys.path.insert(0, str(REPO / "train"))
+    import fit_eye_process
+    from speech_anim.data.datasets import frame_openness
+
+    root = tmp_path / "grid"
+    shutil.copytree(clips, root)  # the curves are cached beside the clips
+    assert fit_eye_process.main(["--data", str(root), "--train-split", "all", "--val-split", "all", "--openness", "frames",
+                                 "--out", str(tmp_path / "eyes"), "--steps", "2", "--batch", "2", "--workers", "1"]) == 0
+    ids = ["s1/bbaf2n", "s1/bbaf3s", "s1/bbaf4p"]
+    curves = fit_eye_process.clip_openness(root, "all", "frames")
+    assert all(np.array_equal(a, b) for a, b in zip(curves, frame_openness(root, ids).values()))
+    assert not np.array_equal(curves[0], fit_eye_process.clip_openness(root, "all", "landmarks")[0])

@@ -237,6 +237,28 @@ def test_a_set_eye_gain_is_used_and_saved_and_a_bad_one_refused(tmp_path):
         Generator(GeneratorConfig(width=0.0625)).set_eye_gain(1.25)
 
 
+def test_an_eye_curve_maps_drawn_openness_through_its_knots_and_replaces_the_gain(tmp_path):
+    generator = Generator(GeneratorConfig(width=0.0625, eye_input=True, eye_gain=1.25))
+    generator.set_eye_curve([0.0, 0.1, 0.6, 1.0])  # knots at drawn openness 0, 1/3, 2/3, 1
+    assert generator.config.eye_gain == 1.0 and generator.config.eye_curve == (0.0, 0.1, 0.6, 1.0)
+    drawn = torch.tensor([0.0, 1 / 6, 1 / 3, 0.5, 2 / 3, 5 / 6, 1.0, 1.2, -0.1])
+    expected = torch.tensor([0.0, 0.05, 0.1, 0.35, 0.6, 0.8, 1.0, 1.2, 0.0])
+    torch.testing.assert_close(generator.decode_openness(drawn), expected)
+    generator.save_pretrained(tmp_path / "curve")  # a list in config.json, a tuple again when loaded
+    loaded = Generator.from_pretrained(str(tmp_path / "curve"))
+    assert loaded.config.eye_curve == (0.0, 0.1, 0.6, 1.0)
+    torch.testing.assert_close(loaded.decode_openness(drawn), expected)
+    generator.set_eye_gain(1.5)  # and a gain replaces the curve
+    assert generator.config.eye_curve == () and generator.config.eye_gain == 1.5
+    for bad in ([0.5], [0.0, 0.7, 0.6, 1.0], [-0.1, 1.0]):
+        with pytest.raises(ValueError, match="eye_curve must be"):
+            generator.set_eye_curve(bad)
+    with pytest.raises(ValueError, match="replaces eye_gain"):
+        GeneratorConfig(eye_input=True, eye_gain=1.25, eye_curve=(0.0, 1.0))
+    with pytest.raises(ValueError, match="no eye input"):
+        Generator(GeneratorConfig(width=0.0625)).set_eye_curve([0.0, 1.0])
+
+
 def test_eye_input_generator_saves_its_eye_process_with_it(tmp_path):
     torch.manual_seed(0)
     model = Generator(GeneratorConfig(width=0.0625, eye_input=True))

@@ -66,6 +66,10 @@ class TrainConfig:
     # (GeneratorConfig.mouth_motion).
     mouth_motion: str | None = None
     rest_still: bool = False  # stills from each clip's opening silence (datasets.REST_FRAMES); mouth_motion needs it
+    # Not in the paper: where the real clips' eye openness (what an eye_input decoder is given) is read:
+    # "landmarks", the tracked ones preprocessing stored, or "frames", off the crops as the evaluation
+    # reads blinks (datasets.frame_openness; about 0.5 s a clip once, then cached beside the clips).
+    openness: str = "landmarks"
     # Not in the paper: validate, sample and export an exponential moving average of G's weights,
     # updated after every step with this decay (0.999: about the last 1000 steps). 0 = off. GAN
     # generators swing from one checkpoint to the next (ours: blinks 6-46 of 50 within 300 steps);
@@ -140,6 +144,8 @@ class TrainConfig:
             raise ConfigError(f"g_output must be one of {', '.join(G_OUTPUTS)} (frame is the paper's), got {self.g_output!r}")
         if self.lambda_blend > 0 and self.g_output != "blend":
             raise ConfigError(f"lambda_blend penalises the blend mask, which g_output={self.g_output!r} has not: use g_output=blend or lambda_blend=0")
+        if self.openness not in ("landmarks", "frames"):
+            raise ConfigError(f"openness must be landmarks or frames (where the real eyes' openness is read), got {self.openness!r}")
         if self.mouth_motion and not self.rest_still:
             raise ConfigError("mouth_motion moves the still's mouth from rest: set rest_still=true so that stills "
                               "come from the clips' opening silence")

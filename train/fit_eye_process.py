@@ -1,6 +1,7 @@
 """Fit the eye process (speech_anim/models/eye_process.py) to the eye openness of real clips.
 
     python train/fit_eye_process.py --data ../data_cache/grid --out runs/eye-process
+    python train/fit_eye_process.py --data ../data_cache/grid --openness frames --out runs/eye-process-frames
     python train/train.py --config train/configs/cpu-small-eyes.yaml eye_process=runs/eye-process ...
 
 Maximum likelihood: each frame's openness level given the ones before it. The training sequences are
@@ -21,17 +22,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speech_anim.blinks import detect_blinks, eye_openness, pooled_rate  # noqa: E402
-from speech_anim.data.datasets import TalkingFaceDataset  # noqa: E402
+from speech_anim.data.datasets import TalkingFaceDataset, frame_openness  # noqa: E402
 from speech_anim.data.preprocess import clip_path  # noqa: E402
 from speech_anim.models.eye_process import EyeProcess, EyeProcessConfig  # noqa: E402
 
 
-def clip_openness(root, split) -> list[np.ndarray]:
-    """The openness curve of every clip of `split` (read from the landmarks; no frame is decoded)."""
-    dataset = TalkingFaceDataset(root, split)
+def clip_openness(root, split, source: str = "landmarks", workers: int = 1) -> list[np.ndarray]:
+    """The openness curve of every clip of `split`: read off the landmarks preprocessing tracked (no
+    frame is decoded; what the shipped decoder was trained on), or with source "frames" off the
+    crops, as the evaluation reads video (`datasets.frame_openness`, which says why it matters)."""
+    ids = [entry["id"] for entry in TalkingFaceDataset(root, split).clips]
+    if source == "frames":
+        return list(frame_openness(root, ids, workers).values())
     curves = []
-    for entry in dataset.clips:
-        with np.load(clip_path(Path(root), entry["id"])) as clip:
+    for clip_id in ids:
+        with np.load(clip_path(Path(root), clip_id)) as clip:
             curves.append(eye_openness(clip["landmarks"]))
     return curves
 
@@ -54,11 +59,14 @@ def main(argv=None) -> int:
     parser.add_argument("--clips-per-chain", type=int, default=6)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--openness", choices=("landmarks", "frames"), default="landmarks",
+                        help="read the real curves off the tracked landmarks, or off the crops as the evaluation reads video (see clip_openness)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for --openness frames")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    train, val = clip_openness(args.data, args.train_split), clip_openness(args.data, args.val_split)
+    train, val = (clip_openness(args.data, split, args.openness, args.workers) for split in (args.train_split, args.val_split))
     model = EyeProcess(EyeProcessConfig())
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.steps)

@@ -229,13 +229,13 @@ def build_models(cfg: TrainConfig, weights: losses.LossWeights,
 # What an exported generator may carry beside the networks train.py trains, set or attached after
 # training (scripts/export_default_model.py): a run started from it (the shipped model, say) trains the
 # networks without them, and the export puts them back.
-ADDED_AT_EXPORT = ("eye_gain", "mouth_motion")
+ADDED_AT_EXPORT = ("eye_gain", "eye_curve", "mouth_motion")
 
 
 def start_from_pretrained(generator: Generator, checkpoint: str) -> GeneratorConfig:
     """Copy a save_pretrained generator's weights into `generator`. Inputs that `generator` has and the
     checkpoint lacks (eye_input's closure) start with zero weights, so it starts as the checkpoint did.
-    Its eye gain and mouth motion (ADDED_AT_EXPORT) are left behind."""
+    Its eye gain or curve and mouth motion (ADDED_AT_EXPORT) are left behind."""
     source = Generator.from_pretrained(checkpoint)
     ours, theirs = asdict(generator.config), asdict(source.config)
     differing = [k for k in ours if k not in ("eye_input", "mouth_cepstra", *ADDED_AT_EXPORT) and ours[k] != theirs[k]]
@@ -845,8 +845,9 @@ def train(cfg: TrainConfig, resume: bool = False, hub_repo: str | None = None) -
     train_set = TalkingFaceDataset(cfg.data, cfg.train_split, frames=cfg.frames, mirror=cfg.mirror, seed=cfg.seed,
                                    colour_jitter=cfg.colour_jitter, voice_warp=cfg.voice_warp,
                                    geometry_jitter=cfg.geometry_jitter, mouth_jitter=cfg.mouth_jitter,
-                                   rest_still=cfg.rest_still)
-    val_set = TalkingFaceDataset(cfg.data, cfg.val_split, frames=None, seed=cfg.seed, rest_still=cfg.rest_still)
+                                   rest_still=cfg.rest_still, openness=cfg.openness)
+    val_set = TalkingFaceDataset(cfg.data, cfg.val_split, frames=None, seed=cfg.seed, rest_still=cfg.rest_still,
+                                 openness=cfg.openness)
     if cfg.val_clips:
         val_set = torch.utils.data.Subset(val_set, range(min(cfg.val_clips, len(val_set))))
 

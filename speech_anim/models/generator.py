@@ -92,6 +92,12 @@ class GeneratorConfig:
     # gain is calibrated on validation clips after training (model_card.md). Openness given by the
     # caller (training, tests) is decoded as it is.
     eye_gain: float = 1.0
+    # Not in the paper either, and in place of eye_gain: the decoder's measured eye response undone
+    # (scripts/eye_response.py). eye_curve[k] is the openness to decode so that the frames show
+    # openness k / (len - 1), for drawn openness in [0, 1] by linear interpolation (above 1 shifted
+    # by eye_curve[-1] - 1). The response is not linear: a drawn 0.8 renders as 0.9, a drawn 0.5 as
+    # 0.6, so the gain that deepened the bottoms of blinks left their first and last frames open.
+    eye_curve: tuple[float, ...] = ()
     mouth_motion: bool = False  # not the paper: the blend's still moves its mouth (MouthMotion + warp)
     mouth_cepstra: int = 0  # its MouthMotionConfig.cepstra (0: it reads the log-mel bands)
 
@@ -111,6 +117,13 @@ class GeneratorConfig:
             raise ValueError("GeneratorConfig.mouth_cepstra configures the mouth motion: set mouth_motion=True or mouth_cepstra=0")
         if not self.eye_gain > 0:
             raise ValueError(f"GeneratorConfig.eye_gain must be > 0 (1 decodes the eye process's draws as they are), got {self.eye_gain}")
+        self.eye_curve = tuple(float(x) for x in self.eye_curve)  # config.json holds a list
+        if self.eye_curve:
+            if len(self.eye_curve) < 2 or any(b < a for a, b in zip(self.eye_curve, self.eye_curve[1:])) or self.eye_curve[0] < 0:
+                raise ValueError("GeneratorConfig.eye_curve must be at least 2 non-decreasing openness values >= 0 "
+                                 f"(scripts/eye_response.py prints one), got {self.eye_curve}")
+            if self.eye_gain != 1.0:
+                raise ValueError("GeneratorConfig.eye_curve replaces eye_gain: set eye_gain=1.0 or eye_curve=()")
 
     def channels(self, base: int) -> int:
         return max(1, round(base * self.width))
@@ -311,12 +324,33 @@ class Generator(nn.Module, SafeHubMixin):
             nn.init.constant_(self.decoder.to_rgb.bias[3], BLEND_MASK_BIAS)
 
     def set_eye_gain(self, gain: float) -> None:
-        """Decode the eye process's draws with this GeneratorConfig.eye_gain from now on (and save it
-        with the model): how a gain calibrated on validation clips is tried and shipped."""
+        """Decode the eye process's draws with this GeneratorConfig.eye_gain from now on, in place of any
+        eye curve (and save it with the model): how a gain calibrated on validation clips is tried and shipped."""
         if not self.config.eye_input:
             raise ValueError("this generator has no eye input (eye_input=False), so no eye gain to set: drop the gain")
-        self.config = replace(self.config, eye_gain=gain)  # GeneratorConfig checks the value
+        self.config = replace(self.config, eye_gain=gain, eye_curve=())  # GeneratorConfig checks the value
         self._hub_mixin_config = self.config
+
+    def set_eye_curve(self, curve) -> None:
+        """Decode the eye process's draws through this GeneratorConfig.eye_curve from now on (and save
+        it with the model), in place of any eye gain: how a measured eye response is undone and shipped."""
+        if not self.config.eye_input:
+            raise ValueError("this generator has no eye input (eye_input=False), so no eye curve to set: drop the curve")
+        self.config = replace(self.config, eye_curve=tuple(curve), eye_gain=1.0)  # GeneratorConfig checks the curve
+        self._hub_mixin_config = self.config
+
+    def decode_openness(self, drawn: torch.Tensor) -> torch.Tensor:
+        """The openness the decoder is given for the eye process's draws: through eye_curve, or widened
+        by eye_gain, or as drawn."""
+        if self.config.eye_curve:
+            knots = torch.tensor(self.config.eye_curve, dtype=drawn.dtype, device=drawn.device)
+            position = drawn.clamp(0.0, 1.0) * (len(knots) - 1)
+            low = position.floor().long().clamp(max=len(knots) - 2)
+            inside = knots[low] + (position - low) * (knots[low + 1] - knots[low])
+            return torch.where(drawn > 1.0, drawn - 1.0 + knots[-1], inside)
+        if self.config.eye_gain != 1.0:
+            return (1.0 + self.config.eye_gain * (drawn - 1.0)).clamp(min=0.0)
+        return drawn
 
     def sample_noise(self, batch: int, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """B×T×noise_dim noise, N(0, noise_variance); chunk-invariant for a given `generator`."""
@@ -378,8 +412,7 @@ class Generator(nn.Module, SafeHubMixin):
                 raise ValueError("this generator has no eye input (eye_input=False): drop the openness")
         elif openness is None:
             openness, eye_state = self.eye_process.sample(batch, frames, generator, state.eyes)
-            if self.config.eye_gain != 1.0:
-                openness = (1.0 + self.config.eye_gain * (openness - 1.0)).clamp(min=0.0)
+            openness = self.decode_openness(openness)
         elif tuple(openness.shape) != (batch, frames):
             raise ValueError(f"openness must be {batch}×{frames}, got {tuple(openness.shape)}")
 
