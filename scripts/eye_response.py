@@ -31,12 +31,11 @@ import torch
 from speech_anim import audio
 from speech_anim.animator import _to_tensor as to_tensor, _to_uint8 as to_uint8  # the pipeline's own conversions
 from speech_anim.blinks import eye_aspect_ratio
-from speech_anim.data.datasets import read_split, split_file
 from speech_anim.data.preprocess import clip_path, decode_frames
 from speech_anim.face import crop_landmarks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screen_eyes import load_generator  # noqa: E402
+from screen_eyes import load_generator, preprocessed_ids  # noqa: E402
 
 LEVELS = np.round(np.arange(1.0, -1e-9, -0.05), 2)  # 1.00 ... 0.00
 HOLD = 3  # frames per level
@@ -51,9 +50,7 @@ def stills(data: Path, per_speaker: int, sources=CALIBRATION) -> list[tuple[str,
     """First frames of the first `per_speaker` preprocessed clips of each (split, speaker)."""
     chosen = []
     for split, speaker in sources:
-        ids = [i for i in read_split(split_file("grid", split)) if i.split("/")[0] == speaker]
-        ids = [i for i in ids if clip_path(data, i).is_file()][:per_speaker]
-        for clip_id in ids:
+        for clip_id in preprocessed_ids(data, split, per_speaker, speaker):
             with np.load(clip_path(data, clip_id)) as clip:
                 chosen.append((clip_id, decode_frames(clip["frames"], clip["frame_offsets"], [0])[0]))
     return chosen
