@@ -97,7 +97,10 @@ def test_mouth_motion_generator_blends_over_the_moving_still_and_streams(tmp_pat
         first, state = generator(still, audio[:, :5], noise=noise[:, :5], openness=openness[:, :5],
                                  still_landmarks=landmarks, return_state=True)
         rest = generator(None, audio[:, 5:], noise=noise[:, 5:], openness=openness[:, 5:], state=state)
-    torch.testing.assert_close(torch.cat([first, rest], 1), video, atol=1e-5, rtol=0)
+    # The warp evaluates its spline in float32 (~1e-3 px, speech_anim/models/warp.py), and its batched
+    # products round differently for 12 frames than for 5 and 7: on this random still that is up to
+    # ~1e-4. A lost state (the rest started afresh) differs by ~0.08.
+    torch.testing.assert_close(torch.cat([first, rest], 1), video, atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="still_landmarks"):
         generator(still, audio)
     with pytest.raises(ValueError, match="output='blend'"):
