@@ -4,6 +4,7 @@
     python scripts/export_default_model.py runs/cpu-small-eyes/checkpoints/step_00001000 --eye-process runs/eye-process
     python scripts/export_default_model.py runs/export_refine150 --eye-gain 1.25 --mouth-motion runs/mouth-motion
     python scripts/export_default_model.py speech_anim/pretrained/grid-s1 --eye-curve runs/eye_response.json --out runs/export_curve
+    python scripts/export_default_model.py speech_anim/pretrained/grid-s1 --eyelids both --out runs/export_both
 
 Weights are stored as float16 (half the size; they load as float32), the model card is
 model_card.md, and the run's training.json (step, epoch, validation metrics, config) travels along
@@ -20,7 +21,7 @@ import torch
 import yaml
 
 from speech_anim.animator import DEFAULT_CHECKPOINT
-from screen_eyes import eye_curve_argument, load_generator  # load_generator: a save_pretrained folder or a train.py checkpoint
+from screen_eyes import add_eye_options, load_generator, set_eye_options  # load_generator: a save_pretrained folder or a train.py checkpoint
 from speech_anim.models.eye_process import EyeProcess
 from speech_anim.models.generator import Generator
 from speech_anim.models.mouth_motion import MouthMotion
@@ -34,22 +35,13 @@ def main() -> None:
                         help="a generator saved with save_pretrained (e.g. runs/NAME/best) or a train.py checkpoints/step_* folder")
     parser.add_argument("--eye-process", type=Path, help="put this fitted EyeProcess (train/fit_eye_process.py) in the generator")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--eye-gain", type=float,
-                        help="GeneratorConfig.eye_gain to ship (calibrated with scripts/screen_eyes.py --eye-gain on validation clips)")
-    parser.add_argument("--eye-curve", type=eye_curve_argument,
-                        help="GeneratorConfig.eye_curve to ship in place of a gain (scripts/eye_response.py --json, or comma-separated)")
+    add_eye_options(parser, "to ship")
     parser.add_argument("--mouth-motion", type=Path,
                         help="give the generator this fitted MouthMotion (train/fit_mouth_motion.py): its blend's still then moves its mouth")
     args = parser.parse_args()
 
     generator = load_generator(args.checkpoint)
-    try:
-        if args.eye_gain is not None:
-            generator.set_eye_gain(args.eye_gain)
-        if args.eye_curve is not None:
-            generator.set_eye_curve(args.eye_curve)
-    except ValueError as error:
-        raise SystemExit(f"export: {args.checkpoint}: {error}") from None
+    set_eye_options(generator, args)
     if args.eye_process:
         if generator.eye_process is None:
             raise SystemExit(f"export: {args.checkpoint} has no eye input (eye_input=false): drop --eye-process")

@@ -36,6 +36,7 @@ from speech_anim.data.preprocess import clip_path, decode_frames
 from speech_anim.face import crop_landmarks, inner_lip_gap
 from speech_anim.metrics.sync import av_sync
 from speech_anim.models import Generator
+from speech_anim.models.generator import EYELIDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from config import ConfigError  # noqa: E402  (train/config.py)
@@ -63,6 +64,31 @@ def eye_curve_argument(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is neither comma-separated numbers nor an eye_response .json") from None
 
 
+def add_eye_options(parser: argparse.ArgumentParser, whose: str) -> None:
+    """--eye-gain, --eye-curve and --eyelids: how the eyes are drawn, for screening and for export alike."""
+    parser.add_argument("--eye-gain", type=float,
+                        help=f"decode the eye process's draws with this GeneratorConfig.eye_gain {whose} "
+                             "(calibrated with scripts/screen_eyes.py --eye-gain on validation clips)")
+    parser.add_argument("--eye-curve", type=eye_curve_argument,
+                        help=f"decode them through this GeneratorConfig.eye_curve {whose}, in place of a gain "
+                             "(comma-separated, or the --json of scripts/eye_response.py)")
+    parser.add_argument("--eyelids", choices=EYELIDS,
+                        help=f"GeneratorConfig.eyelids {whose}: who draws them (decoder, the still's warp, or both)")
+
+
+def set_eye_options(generator: Generator, args: argparse.Namespace) -> None:
+    """Apply add_eye_options' flags to the generator, or exit with the reason in one line."""
+    try:
+        if args.eye_gain is not None:
+            generator.set_eye_gain(args.eye_gain)
+        if args.eye_curve is not None:
+            generator.set_eye_curve(args.eye_curve)
+        if args.eyelids is not None:
+            generator.set_eyelids(args.eyelids)
+    except ValueError as error:
+        sys.exit(f"{Path(sys.argv[0]).stem}: {args.checkpoint}: {error}")
+
+
 def preprocessed_ids(data: Path, split: str, limit: int, speaker: str | None = None) -> list[str]:
     """The first `limit` clips of a GRID split list (of one speaker's, if given) that preprocessing kept in `data`."""
     ids = [i for i in read_split(split_file("grid", split)) if speaker is None or i.split("/")[0] == speaker]
@@ -85,22 +111,11 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--eye-gain", type=float,
-                        help="decode the eye process's draws with this GeneratorConfig.eye_gain instead of the checkpoint's "
-                             "(to calibrate it: scripts/export_default_model.py --eye-gain)")
-    parser.add_argument("--eye-curve", type=eye_curve_argument,
-                        help="decode them through this GeneratorConfig.eye_curve instead (comma-separated, or the --json "
-                             "of scripts/eye_response.py)")
+    add_eye_options(parser, "instead of the checkpoint's")
     args = parser.parse_args()
 
     generator = load_generator(args.checkpoint).eval()
-    try:
-        if args.eye_gain is not None:
-            generator.set_eye_gain(args.eye_gain)
-        if args.eye_curve is not None:
-            generator.set_eye_curve(args.eye_curve)
-    except ValueError as error:
-        sys.exit(f"screen_eyes: {error}")
+    set_eye_options(generator, args)
     animator = Animator(generator, device="cpu")
     ids = preprocessed_ids(args.data, args.split, args.clips)
     clips = [read_clip(args.data, i) for i in ids]

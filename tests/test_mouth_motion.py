@@ -61,6 +61,24 @@ def test_dlib_finds_the_warped_mouth_where_it_was_moved(clips):
     assert np.abs(after[17:48] - before[17:48]).mean() < 0.3  # so do the eyes, brows and nose
 
 
+def test_the_warp_shuts_the_eyelids_by_the_closure_and_leaves_the_mouth_to_the_displacement(clips):
+    """GeneratorConfig.eyelids="warp": dlib, the blink detector's landmark reader, sees the lids shut."""
+    from speech_anim.blinks import eye_aspect_ratio
+
+    crop = _first_frame(clips)
+    landmarks = torch.from_numpy(crop_landmarks(crop))[None].float()
+    still = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+    displacement = torch.zeros(1, 3, len(MOVING_POINTS), 2)
+    frames = warp_still(still, landmarks, displacement, torch.tensor([[0.0, 0.5, 1.0]]))
+    torch.testing.assert_close(frames[:, 0], warp_still(still, landmarks, displacement[:, :1])[:, 0], atol=1e-4, rtol=0)
+    found = crop_landmarks(((frames[0].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
+    ear = eye_aspect_ratio(found)
+    assert ear[0] > 0.2 and ear[2] < ear[1] < 0.9 * ear[0] and ear[2] < 0.5 * ear[0], ear  # measured: 0.35, 0.27, 0.16
+    assert np.abs(found[2, 48:68] - found[0, 48:68]).mean() < 0.5  # the mouth stays where the displacement put it
+    with pytest.raises(ValueError, match="eye closure must be 1×3"):
+        warp_still(still, landmarks, displacement, torch.zeros(3))
+
+
 def test_mouth_motion_shapes_streams_and_starts_still():
     torch.manual_seed(0)
     model = MouthMotion(MouthMotionConfig(channels=8, hidden=16)).eval()
@@ -109,6 +127,56 @@ def test_mouth_motion_generator_blends_over_the_moving_still_and_streams(tmp_pat
     loaded = Generator.from_pretrained(str(tmp_path / "g"))
     assert loaded.config.mouth_motion
     assert torch.equal(loaded.mouth_motion.head.weight, generator.mouth_motion.head.weight)
+
+
+def test_warped_eyelids_shut_the_moving_still_under_a_decoder_given_open_eyes():
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(width=0.0625, output="blend", eye_input=True, mouth_motion=True)).eval()
+    torch.nn.init.normal_(generator.mouth_motion.head.weight, std=0.05)
+    for maps in generator.decoder.eye_maps:
+        torch.nn.init.normal_(maps, std=0.01)  # the decoder draws the closure too, so that it shows if it leaks
+    still, audio, landmarks = torch.rand(1, 3, 128, 96) * 2 - 1, torch.randn(1, 6, 3200) * 0.1, _landmarks()
+    noise = generator.sample_noise(1, 6, torch.Generator().manual_seed(1))
+    openness = torch.tensor([[1.0, 0.7, 0.2, 0.0, 0.6, 1.0]])
+
+    def run(eyelids, openness):
+        generator.set_eyelids(eyelids)
+        with torch.no_grad():
+            return generator(still, audio, noise=noise, openness=openness, still_landmarks=landmarks, return_layers=True)
+
+    opened = run("decoder", torch.ones(1, 6))
+    video, alpha, decoded = run("warp", openness)
+    torch.testing.assert_close(alpha, opened[1])  # the decoder saw open eyes
+    torch.testing.assert_close(decoded, opened[2])
+    displacement, _ = generator.mouth_motion(audio)
+    with torch.no_grad():
+        shut = warp_still(still, landmarks, displacement, 1 - openness)
+    torch.testing.assert_close(video, alpha * decoded + (1 - alpha) * shut, atol=1e-5, rtol=0)
+    assert (shut - opened[0]).abs().amax(dim=(0, 2, 3, 4))[3] > 0.1  # frame 3 shut its lids
+    # Open eyes: every way of drawing them draws the same frames, within the float32 spline's precision
+    # (the lids' control points change the solve; ~2e-4 here).
+    for eyelids in ("warp", "both"):
+        torch.testing.assert_close(run(eyelids, torch.ones(1, 6))[0], opened[0], atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="eyelids='decoder'"):
+        GeneratorConfig(output="blend", eye_input=True, eyelids="warp")
+    with pytest.raises(ValueError, match="must be one of"):
+        GeneratorConfig(eyelids="painted")
+
+
+def test_export_ships_the_eyelids_it_is_told_and_refuses_them_without_a_moving_still(tmp_path):
+    import subprocess
+
+    Generator(GeneratorConfig(width=0.0625, output="blend", eye_input=True, mouth_motion=True)).save_pretrained(tmp_path / "g")
+    Generator(GeneratorConfig(width=0.0625, output="blend", eye_input=True)).save_pretrained(tmp_path / "still")
+    script = [sys.executable, str(REPO / "scripts" / "export_default_model.py")]
+    done = subprocess.run([*script, str(tmp_path / "g"), "--eyelids", "both", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert Generator.from_pretrained(str(tmp_path / "out")).config.eyelids == "both"
+    refused = subprocess.run([*script, str(tmp_path / "still"), "--eyelids", "warp", "--out", str(tmp_path / "no")],
+                             capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert refused.returncode != 0 and "mouth_motion=True" in refused.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "no").exists()
 
 
 def test_export_attaches_a_fitted_mouth_motion_and_keeps_every_other_weight(tmp_path):

@@ -40,6 +40,7 @@ FRAME_HEIGHT, FRAME_WIDTH = 128, 96
 # Five stride-2 stages take 128×96 to 4×3; the decoder fuses the identity maps of the deepest four.
 ENCODER_CHANNELS = (64, 128, 256, 512, 1024)
 OUTPUTS = ("frame", "blend")
+EYELIDS = ("decoder", "warp", "both")
 # Blend mask starts at sigmoid(-2) ≈ 0.12: the first frames are nearly the still, not grey noise.
 BLEND_MASK_BIAS = -2.0
 SKIP_LEVELS = 4
@@ -100,6 +101,13 @@ class GeneratorConfig:
     eye_curve: tuple[float, ...] = ()
     mouth_motion: bool = False  # not the paper: the blend's still moves its mouth (MouthMotion + warp)
     mouth_cepstra: int = 0  # its MouthMotionConfig.cepstra (0: it reads the log-mel bands)
+    # Not in the paper: who draws the eyelids of an eye_input generator. "decoder": the decoder, from the
+    # closure 1 - o_t it reads. "warp" (needs mouth_motion): the moving still's own eyelids, shut by the
+    # warp (models/warp.py) by the eye process's draw, under a decoder given open eyes, so that blinks
+    # show in full on faces on which the decoder, which learnt its blinks on three GRID speakers, draws
+    # them faintly or smeared. "both": the warp's lids under the decoder's. Needs no training: with open
+    # eyes the warp is the mouth's alone.
+    eyelids: str = "decoder"
 
     def __post_init__(self):
         if not self.width > 0:
@@ -115,6 +123,11 @@ class GeneratorConfig:
             raise ValueError("GeneratorConfig.mouth_motion moves the still that output='blend' lets through: set output='blend'")
         if self.mouth_cepstra and not self.mouth_motion:
             raise ValueError("GeneratorConfig.mouth_cepstra configures the mouth motion: set mouth_motion=True or mouth_cepstra=0")
+        if self.eyelids not in EYELIDS:
+            raise ValueError(f"GeneratorConfig.eyelids must be one of {EYELIDS}, got {self.eyelids!r}")
+        if self.eyelids != "decoder" and not (self.eye_input and self.mouth_motion):
+            raise ValueError(f"GeneratorConfig.eyelids={self.eyelids!r} shuts the moving still's eyelids by the eye input: "
+                             "set eye_input=True and mouth_motion=True, or eyelids='decoder'")  # fmt: skip
         if not self.eye_gain > 0:
             raise ValueError(f"GeneratorConfig.eye_gain must be > 0 (1 decodes the eye process's draws as they are), got {self.eye_gain}")
         self.eye_curve = tuple(float(x) for x in self.eye_curve)  # config.json holds a list
@@ -339,6 +352,12 @@ class Generator(nn.Module, SafeHubMixin):
         self.config = replace(self.config, eye_curve=tuple(curve), eye_gain=1.0)  # GeneratorConfig checks the curve
         self._hub_mixin_config = self.config
 
+    def set_eyelids(self, eyelids: str) -> None:
+        """Draw the eyelids this way (GeneratorConfig.eyelids) from now on, and save it with the model;
+        nothing is retrained, so a trained generator can be screened and shipped either way."""
+        self.config = replace(self.config, eyelids=eyelids)  # GeneratorConfig checks that it can
+        self._hub_mixin_config = self.config
+
     def decode_openness(self, drawn: torch.Tensor) -> torch.Tensor:
         """The openness the decoder is given for the eye process's draws: through eye_curve, or widened
         by eye_gain, or as drawn."""
@@ -423,8 +442,13 @@ class Generator(nn.Module, SafeHubMixin):
         still, mouth_state = state.still, state.mouth
         if self.config.mouth_motion:
             displacement, mouth_state = self.mouth_motion(audio, state.mouth)
-            still = warp_still(state.still, state.still_landmarks, displacement)  # B×T×3×H×W
-        if not self.config.eye_input:
+            # eye_gain and eye_curve, measured on the renderer (scripts/eye_response.py), apply to the warp too.
+            lids = 1.0 - openness.to(displacement) if self.config.eyelids != "decoder" else None
+            still = warp_still(state.still, state.still_landmarks, displacement, lids)  # B×T×3×H×W
+        if self.config.eyelids == "warp":  # decoded with open eyes (closure 0, whose eye maps add nothing) only
+            opened = torch.cat([latent, latent.new_zeros(batch, frames, 1)], -1)
+            video = self.decoder(opened, state.skips, still, return_layers=return_layers)
+        elif not self.config.eye_input:
             video = self.decoder(latent, state.skips, still, return_layers=return_layers)
         else:
             # Decoded twice in one batch, with the frame's eyes and with open eyes (closure 0, which adds

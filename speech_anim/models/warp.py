@@ -5,6 +5,11 @@ exactly where they are told to go. Control points here: the jaw and lips at thei
 nose and eyes where they are, and eight points on the crop's border, so that the warp stays on the lower
 face and the frame's edges do not move. The spline is solved backwards, from the output frame to the
 still (each output pixel finds where to read from), which is what `grid_sample` needs.
+
+Given an eye closure as well (GeneratorConfig.eyelids), the same spline shuts the still's eyelids: the
+upper lid's two middle points come down, and the lower lid's come up, to meet at closure 1; the eye
+corners stay. A blink then shows on any face the still is of, however faintly the decoder, which learnt
+its blinks from three GRID speakers, draws them on it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ from .mouth_motion import FIXED_POINTS, MOVING_POINTS
 # singular. At 1e-3 a real clip's frames with such points got coefficients that float32 could not
 # evaluate (13-16 px errors); at 1 the lips still land within ~0.1 px of their targets.
 REGULARISATION = 1.0
+
+# The middle points of each eyelid, upper with the lower one beneath it (iBUG 68 numbering, from 0).
+EYELID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
+# Of the gap between a pair, the shares that the upper and the lower lid close at closure 1: in a blink the
+# upper lid does most of the travel. They leave a twentieth of the gap, for the spline maps output pixels
+# back to the still, and lids that met would have to read two places at once (it read the open eye
+# between them instead, so that a fully shut frame showed the eyes open).
+UPPER_LID_SHARE, LOWER_LID_SHARE = 0.8, 0.15
 
 
 def _kernel(squared_distance: torch.Tensor) -> torch.Tensor:
@@ -72,11 +85,13 @@ def source_coordinates(target: torch.Tensor, source: torch.Tensor, height: int, 
 WARP_STEP = 2
 
 
-def warp_still(still: torch.Tensor, landmarks: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-    """The still with its jaw and lips moved, one frame per displacement.
+def warp_still(still: torch.Tensor, landmarks: torch.Tensor, displacement: torch.Tensor,
+               closure: torch.Tensor | None = None) -> torch.Tensor:
+    """The still with its jaw and lips moved, one frame per displacement, and its eyelids shut by `closure`.
 
     still B×3×H×W, landmarks B×68×2 (the still's, crop pixels), displacement B×T×len(MOVING_POINTS)×2
-    (crop pixels, `MouthMotion`'s) -> B×T×3×H×W. Differentiable in the still and the displacement.
+    (crop pixels, `MouthMotion`'s), closure B×T (0 = the still's eyes, 1 = shut; clamped to [0, 1])
+    -> B×T×3×H×W. Differentiable in the still and the displacement.
     """
     batch, _, height, width = still.shape
     frames = displacement.shape[1]
@@ -85,10 +100,21 @@ def warp_still(still: torch.Tensor, landmarks: torch.Tensor, displacement: torch
     if tuple(displacement.shape) != (batch, frames, len(MOVING_POINTS), 2):
         raise ValueError(f"mouth displacement must be {batch}×T×{len(MOVING_POINTS)}×2, got {tuple(displacement.shape)}")
     landmarks = landmarks.to(displacement)
-    moving, fixed = landmarks[:, list(MOVING_POINTS)], landmarks[:, list(FIXED_POINTS)]
+    moving_points, fixed_points = list(MOVING_POINTS), list(FIXED_POINTS)
+    moves = displacement
+    if closure is not None:
+        if tuple(closure.shape) != (batch, frames):
+            raise ValueError(f"eye closure must be {batch}×{frames} (one per frame), got {tuple(closure.shape)}")
+        upper, lower = [list(points) for points in zip(*EYELID_PAIRS)]
+        gap = landmarks[:, lower] - landmarks[:, upper]  # B×4×2, from each upper lid point to the one beneath
+        shut = closure.to(displacement).clamp(0.0, 1.0)[..., None, None] * gap[:, None]  # B×T×4×2
+        moving_points += upper + lower
+        fixed_points = [i for i in fixed_points if i not in upper + lower]
+        moves = torch.cat([displacement, UPPER_LID_SHARE * shut, -LOWER_LID_SHARE * shut], 2)
+    moving, fixed = landmarks[:, moving_points], landmarks[:, fixed_points]
     border = _border(height, width, displacement.device, displacement.dtype).expand(batch, -1, -1)
     source = torch.cat([moving, fixed, border], 1)[:, None].expand(-1, frames, -1, -1)
-    target = torch.cat([moving[:, None] + displacement,
+    target = torch.cat([moving[:, None] + moves,
                         torch.cat([fixed, border], 1)[:, None].expand(-1, frames, -1, -1)], 2)  # fmt: skip
     n = source.shape[2]
     coords = source_coordinates(target.reshape(-1, n, 2), source.reshape(-1, n, 2), height, width, WARP_STEP).to(still)
