@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from speech_anim.data.datasets import AUGMENTATION_LIMITS, augmentation_problem
 from speech_anim.errors import SpeechAnimError
 from speech_anim.losses import ABLATIONS
 from speech_anim.models.generator import OUTPUTS as G_OUTPUTS
@@ -132,14 +133,9 @@ class TrainConfig:
             raise ConfigError(f"g_ema is the moving average's decay per step: between 0 (off) and 1 (e.g. 0.999), got {self.g_ema}")
         if not 0 <= self.speaker_balance <= 1:
             raise ConfigError(f"speaker_balance must be between 0 (clips drawn uniformly) and 1 (speakers equally often), got {self.speaker_balance}")
-        if not 0 <= self.mouth_jitter <= 8:
-            raise ConfigError(f"mouth_jitter is a shift in crop pixels, between 0 (off) and 8, got {self.mouth_jitter}")
-        if not 0 <= self.geometry_jitter <= 0.2:
-            raise ConfigError(f"geometry_jitter must be between 0 (off) and 0.2, got {self.geometry_jitter}")
-        if not 0 <= self.voice_warp <= 1:
-            raise ConfigError(f"voice_warp must be between 0 (off) and 1, got {self.voice_warp}")
-        if not 0 <= self.colour_jitter <= 0.5:
-            raise ConfigError(f"colour_jitter must be between 0 (off) and 0.5, got {self.colour_jitter}")
+        problem = augmentation_problem(**{name: getattr(self, name) for name in AUGMENTATION_LIMITS})
+        if problem:
+            raise ConfigError(problem)
         if self.g_output not in G_OUTPUTS:
             raise ConfigError(f"g_output must be one of {', '.join(G_OUTPUTS)} (frame is the paper's), got {self.g_output!r}")
         if self.lambda_blend > 0 and self.g_output != "blend":

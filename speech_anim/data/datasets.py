@@ -91,6 +91,25 @@ def frame_openness(root, ids, workers: int = 1) -> dict[str, np.ndarray]:
     return {i: stored[i] for i in ids}
 
 
+# The augmentations' strengths: the largest each may take, and what it is (0 is off for all of them).
+AUGMENTATION_LIMITS = {
+    "colour_jitter": (0.5, "a colour transform's strength"),
+    "voice_warp": (1.0, "a playback rate's spread"),
+    "geometry_jitter": (0.2, "a scale and shift's strength"),
+    "mouth_jitter": (8.0, "a shift in crop pixels"),
+}
+
+
+def augmentation_problem(**strengths: float) -> str | None:
+    """What is wrong with these augmentation strengths (TalkingFaceDataset's and TrainConfig's
+    keywords), in one line, or None."""
+    for name, value in strengths.items():
+        limit, what = AUGMENTATION_LIMITS[name]
+        if not 0 <= value <= limit:
+            return f"{name} is {what}, between 0 (off) and {limit:g}, got {value}"
+    return None
+
+
 class TalkingFaceDataset(torch.utils.data.Dataset):
     """Clips of a preprocessed dataset at `root` (the `--out` of `speech-anim preprocess`).
 
@@ -139,14 +158,10 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         if openness not in OPENNESS_SOURCES:
             raise DatasetError(f"openness must be one of {OPENNESS_SOURCES} (where the eyes' openness is read), got {openness!r}")
-        if not 0 <= colour_jitter <= 0.5:
-            raise DatasetError(f"colour_jitter must be between 0 (off) and 0.5, got {colour_jitter}")
-        if not 0 <= voice_warp <= 1:
-            raise DatasetError(f"voice_warp must be between 0 (off) and 1, got {voice_warp}")
-        if not 0 <= geometry_jitter <= 0.2:
-            raise DatasetError(f"geometry_jitter must be between 0 (off) and 0.2, got {geometry_jitter}")
-        if not 0 <= mouth_jitter <= 8:
-            raise DatasetError(f"mouth_jitter is a shift in crop pixels, between 0 (off) and 8, got {mouth_jitter}")
+        problem = augmentation_problem(colour_jitter=colour_jitter, voice_warp=voice_warp,
+                                       geometry_jitter=geometry_jitter, mouth_jitter=mouth_jitter)  # fmt: skip
+        if problem:
+            raise DatasetError(problem)
         self.colour_jitter, self.voice_warp, self.geometry_jitter = colour_jitter, voice_warp, geometry_jitter
         self.rest_still = rest_still
         self.mouth_jitter = mouth_jitter
