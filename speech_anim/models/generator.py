@@ -18,6 +18,8 @@ of a few thousand steps leaves the upper face a blur (see model_card.md).
 With `mouth_motion=True` as well (not in the paper) the still that the blend lets through is not the
 still itself but, frame by frame, the still with its jaw and lips warped to where a `MouthMotion`
 model, learnt from real landmarks, puts them for the speech (models/mouth_motion.py explains why).
+With `eyelids="warp"` or `"both"` (not in the paper) that warp also shuts the still's own eyelids by
+the frame's closure, under a decoder given open eyes or under the decoder's own lids.
 
 Everything that depends only on the still (identity code and the decoder's skip contributions) is
 computed once per clip and kept in `GeneratorState`, so generating a clip chunk by chunk costs the

@@ -7,8 +7,8 @@ face and the frame's edges do not move. The spline is solved backwards, from the
 still (each output pixel finds where to read from), which is what `grid_sample` needs.
 
 Given an eye closure as well (GeneratorConfig.eyelids), the same spline shuts the still's eyelids: the
-upper lid's two middle points come down, and the lower lid's come up, to meet at closure 1; the eye
-corners stay. A blink then shows on any face the still is of, however faintly the decoder, which learnt
+upper lid's two middle points come down, and the lower lid's come up, to all but meet at closure 1;
+the eye corners stay. A blink then shows on any face the still is of, however faintly the decoder, which learnt
 its blinks from three GRID speakers, draws them on it.
 """
 
