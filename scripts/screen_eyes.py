@@ -7,7 +7,8 @@ CHECKPOINT is a `save_pretrained` folder or one of train.py's `checkpoints/step_
 config.yaml gives the generator's sizes; a run with g_ema > 0 is screened by its moving average). Printed, on the first N clips of the s1 validation split
 (stills: each clip's first frame, as in scripts/evaluate_model.sh):
 
-- rendering (eye_input generators): the generator given each real clip's own eye openness; how
+- rendering (eye_input generators): the generator given each real clip's own eye openness (read as
+  `--openness` says: `frames` for a generator trained with TrainConfig.openness frames); how
   closely the openness read off its frames follows the real one (correlation), and how many of the
   real clips' blinks it reproduces (blinks.match_blinks);
 - blinks: the animation as a user gets it (the eye process's draw, seed k for the k-th clip),
@@ -31,7 +32,7 @@ from speech_anim import Animator, audio
 from speech_anim.animator import EYE_SEED_OFFSET
 from speech_anim.animator import _to_tensor as to_tensor, _to_uint8 as to_uint8  # the pipeline's own conversions
 from speech_anim.blinks import detect_blinks, eye_openness, match_blinks, pooled_rate, video_blinks
-from speech_anim.data.datasets import read_split, split_file
+from speech_anim.data.datasets import OPENNESS_SOURCES, frame_openness, read_split, split_file
 from speech_anim.data.preprocess import clip_path, decode_frames
 from speech_anim.face import crop_landmarks, inner_lip_gap
 from speech_anim.metrics.sync import av_sync
@@ -112,6 +113,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     add_eye_options(parser, "instead of the checkpoint's")
+    parser.add_argument("--openness", choices=OPENNESS_SOURCES, default="landmarks",
+                        help="where the real openness given in the rendering row is read, as the generator's training "
+                             "read it (TrainConfig.openness): the preprocessing's tracked landmarks or dlib on the crops")
     args = parser.parse_args()
 
     generator = load_generator(args.checkpoint).eval()
@@ -119,6 +123,9 @@ def main() -> None:
     animator = Animator(generator, device="cpu")
     ids = preprocessed_ids(args.data, args.split, args.clips)
     clips = [read_clip(args.data, i) for i in ids]
+    if args.openness == "frames":
+        curves = frame_openness(args.data, ids)
+        clips = [(frames, sound, curves[i]) for i, (frames, sound, _) in zip(ids, clips)]
     report = {"checkpoint": str(args.checkpoint), "clips": len(ids)}
 
     real = [detect_blinks(eye_openness(crop_landmarks(frames)), 25.0) for frames, _, _ in clips]
