@@ -343,21 +343,24 @@ class Generator(nn.Module, SafeHubMixin):
         eye curve (and save it with the model): how a gain calibrated on validation clips is tried and shipped."""
         if not self.config.eye_input:
             raise ValueError("this generator has no eye input (eye_input=False), so no eye gain to set: drop the gain")
-        self.config = replace(self.config, eye_gain=gain, eye_curve=())  # GeneratorConfig checks the value
-        self._hub_mixin_config = self.config
+        self._reconfigure(eye_gain=gain, eye_curve=())
 
     def set_eye_curve(self, curve) -> None:
         """Decode the eye process's draws through this GeneratorConfig.eye_curve from now on (and save
         it with the model), in place of any eye gain: how a measured eye response is undone and shipped."""
         if not self.config.eye_input:
             raise ValueError("this generator has no eye input (eye_input=False), so no eye curve to set: drop the curve")
-        self.config = replace(self.config, eye_curve=tuple(curve), eye_gain=1.0)  # GeneratorConfig checks the curve
-        self._hub_mixin_config = self.config
+        self._reconfigure(eye_curve=tuple(curve), eye_gain=1.0)
 
     def set_eyelids(self, eyelids: str) -> None:
         """Draw the eyelids this way (GeneratorConfig.eyelids) from now on, and save it with the model;
         nothing is retrained, so a trained generator can be screened and shipped either way."""
-        self.config = replace(self.config, eyelids=eyelids)  # GeneratorConfig checks that it can
+        self._reconfigure(eyelids=eyelids)
+
+    def _reconfigure(self, **changes) -> None:
+        # The settings that need no new weights: GeneratorConfig checks the changed values, and
+        # save_pretrained writes what is set here.
+        self.config = replace(self.config, **changes)
         self._hub_mixin_config = self.config
 
     def decode_openness(self, drawn: torch.Tensor) -> torch.Tensor:
