@@ -78,7 +78,8 @@ def with_mouth_motion(generator: Generator, motion: MouthMotion, name) -> Genera
     """The same generator with mouth_motion on and `motion` as its MouthMotion (every other weight kept)."""
     if generator.config.output != "blend":
         raise SystemExit(f"export: {name} has output={generator.config.output!r}; mouth motion moves the blend's still: drop --mouth-motion")
-    moved = Generator(dataclasses.replace(generator.config, mouth_motion=True, mouth_cepstra=motion.config.cepstra))
+    moved = Generator(dataclasses.replace(generator.config, mouth_motion=True, mouth_cepstra=motion.config.cepstra,
+                                          mouth_phones=motion.config.phones))
     own = {k: v for k, v in generator.state_dict().items() if not k.startswith("mouth_motion.")}  # replaced, if it had one
     missing, unexpected = moved.load_state_dict(own, strict=False)
     if unexpected or any(not key.startswith("mouth_motion.") for key in missing):

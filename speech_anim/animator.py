@@ -20,6 +20,7 @@ from .audio import SAMPLE_RATE, WINDOW_SAMPLES, load_audio, num_frames
 from .errors import AudioError, CheckpointError, ImageError
 from .face import AlignedFace, FaceAligner, PasteBack, crop_landmarks, load_image
 from .models.generator import FRAME_HEIGHT, FRAME_WIDTH, Generator
+from .phones import PhoneStream
 from .video import write_video
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "grid-s1"
@@ -157,12 +158,14 @@ class Animator:
         # size give the frames of one pass.
         eye_rng = torch.Generator().manual_seed(int(seed) + EYE_SEED_OFFSET)
         state = None
-        for windows in _stream_windows(audio_chunks, fps):
+        listener = self.generator.mouth_motion if self.generator.config.mouth_phones else None
+        for windows, phones in _windows_and_phones(audio_chunks, fps, listener):
             for start in range(0, len(windows), CHUNK_FRAMES):
                 part = torch.from_numpy(windows[start : start + CHUNK_FRAMES])[None].to(self.device)
+                labels = None if phones is None else torch.from_numpy(phones[start : start + CHUNK_FRAMES])[None].to(self.device)
                 noise = self.generator.sample_noise(1, part.shape[1], generator=noise_rng).to(self.device)
                 video, state = self.generator(still, part, noise=noise, state=state, return_state=True,
-                                              generator=eye_rng, still_landmarks=landmarks)
+                                              generator=eye_rng, still_landmarks=landmarks, phones=labels)
                 yield _to_uint8(video[0])
 
 
@@ -172,6 +175,37 @@ def _paste(paster: PasteBack | None, frames: np.ndarray) -> np.ndarray:
 
 def _single_chunk(signal: np.ndarray) -> list[np.ndarray]:
     return [signal]
+
+
+def _windows_and_phones(audio_chunks: Iterable[np.ndarray], fps: float, listener) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """The windows of `_stream_windows`, each with the phone labels under its columns for a mouth motion
+    that reads phones (`listener`; else None). The phones of a stream are decoded as its audio arrives
+    (`phones.PhoneStream`, the same labels as one pass over the whole audio), in blocks of 4 s: windows
+    wait for the block under them, so such a model's stream lags its audio by up to 4.5 s."""
+    if listener is None:
+        for windows in _stream_windows(audio_chunks, fps):
+            yield windows, None
+        return
+    stream, heard, ended = PhoneStream(), [np.zeros(0, np.int8)], []
+
+    def listened():
+        for chunk in audio_chunks:
+            yield chunk  # _stream_windows checks it before the recogniser hears it
+            heard.append(stream.feed(chunk))
+        heard.append(stream.finish())
+        ended.append(True)
+
+    pending, first = np.zeros((0, WINDOW_SAMPLES), np.float32), 0  # pending[0] is frame `first`
+    for windows in _stream_windows(listened(), fps):
+        pending = np.concatenate([pending, windows])
+        track = np.concatenate(heard)
+        needed = listener.labels_needed(np.arange(first, first + len(pending)))
+        ready = len(pending) if ended else int(np.searchsorted(needed, len(track), side="right"))
+        if ready:
+            yield pending[:ready], listener.window_phones(track, np.arange(first, first + ready))
+            pending, first = pending[ready:], first + ready
+    if len(pending):
+        yield pending, listener.window_phones(np.concatenate(heard), np.arange(first, first + len(pending)))
 
 
 def _stream_windows(audio_chunks: Iterable[np.ndarray], fps: float) -> Iterator[np.ndarray]:

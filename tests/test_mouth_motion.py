@@ -221,9 +221,9 @@ def test_cepstral_front_end_keeps_the_envelope_and_loads_from_either_kind_of_fol
     cepstral = with_mouth_motion(generator, motion, "generator")  # its mel MouthMotion replaced by a cepstral one
     assert cepstral.config.mouth_cepstra == 13
     cepstral.save_pretrained(tmp_path / "cepstral")
-    from speech_anim.models.generator import mouth_motion_cepstra
+    from speech_anim.models.generator import mouth_motion_front_end
 
-    assert [mouth_motion_cepstra(tmp_path / f) for f in ("fit", "generator", "cepstral")] == [13, 0, 13]
+    assert [mouth_motion_front_end(tmp_path / f) for f in ("fit", "generator", "cepstral")] == [(13, 0), (0, 0), (13, 0)]
     with torch.no_grad():
         torch.testing.assert_close(load_mouth_motion(tmp_path / "cepstral")(audio)[0], motion(audio)[0])
     Generator(GeneratorConfig(width=0.0625, output="blend")).save_pretrained(tmp_path / "plain")

@@ -25,31 +25,37 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speech_anim.audio import quiet_room, warped_windows  # noqa: E402
-from speech_anim.data.datasets import TalkingFaceDataset  # noqa: E402
+from speech_anim.data.datasets import TalkingFaceDataset, clip_phone_tracks  # noqa: E402
 from speech_anim.data.preprocess import clip_path  # noqa: E402
 from speech_anim.models.mouth_motion import LIP_POINTS, MOVING_POINTS, MouthMotion, MouthMotionConfig  # noqa: E402
 
 LIPS = [MOVING_POINTS.index(p) for p in LIP_POINTS]
 
 
-def load_clips(root, split) -> list[dict]:
-    """Audio (float32), fps and the moving points' displacement from frame 0 (T×K×2) of every clip."""
+def load_clips(root, split, phones: bool = False) -> list[dict]:
+    """Audio (float32), the moving points' displacement from frame 0 (T×K×2) and, with `phones`, the
+    phone track (`phones.phone_track`, computed once and cached beside the clips) of every clip."""
+    entries = TalkingFaceDataset(root, split).clips
+    tracks = clip_phone_tracks(root, [e["id"] for e in entries], workers=2) if phones else {}
     clips = []
-    for entry in TalkingFaceDataset(root, split).clips:
+    for entry in entries:
         with np.load(clip_path(Path(root), entry["id"])) as clip:
             points = clip["landmarks"][:, list(MOVING_POINTS)].astype(np.float32)
             clips.append({"id": entry["id"], "audio": clip["audio"].astype(np.float32) / 32768.0,
-                          "target": points - points[:1], "speaker": entry["id"].split("/")[0]})  # fmt: skip
+                          "target": points - points[:1], "speaker": entry["id"].split("/")[0],
+                          "phones": tracks.get(entry["id"])})  # fmt: skip
     return clips
 
 
-def batch_of(clips, rng: np.random.Generator | None, frames: int, rate_range=(1.0, 1.0), gain_db=0.0, length=None):
+def batch_of(clips, rng: np.random.Generator | None, frames: int, rate_range=(1.0, 1.0), gain_db=0.0, length=None,
+             model: MouthMotion | None = None):
     """Audio windows B×length×3200 and targets B×length×K×2 of the first `frames` frames of each clip
     (clips shorter are skipped by the caller), each read at a random rate and gain when `rng` is given.
     With `length` > frames (and `rng`) the clip sits at a random frame of `length` frames of a quiet room
-    (target: at rest); without, `length` = frames."""
+    (target: at rest); without, `length` = frames. For a `model` that reads phones, also their labels
+    under its columns, B×length×columns, read at the same rate (silence in the quiet room), else None."""
     length = length or frames
-    windows, targets = [], []
+    windows, targets, labels = [], [], []
     hop = 16000 / 25.0
     for clip in clips:
         rate = float(np.exp(rng.uniform(*np.log(rate_range)))) if rng is not None else 1.0
@@ -67,7 +73,12 @@ def batch_of(clips, rng: np.random.Generator | None, frames: int, rate_range=(1.
         target[offset : offset + frames] = clip["target"][:frames]
         windows.append(np.clip(gain * warped_windows(signal, np.arange(length), rate), -1, 1))
         targets.append(target)
-    return torch.from_numpy(np.stack(windows)), torch.from_numpy(np.stack(targets))
+        if model is not None and model.config.phones:
+            # The track of the clip's own audio, cut where its speech is cut; a quiet room is silence.
+            track = clip["phones"][: int(frames * hop) // 160] if length > frames else clip["phones"]
+            labels.append(model.window_phones(track, np.arange(length), rate, int(offset * hop)))
+    phones = torch.from_numpy(np.stack(labels)) if labels else None
+    return torch.from_numpy(np.stack(windows)), torch.from_numpy(np.stack(targets)), phones
 
 
 def lip_errors(model, clips, frames) -> tuple[float, float]:
@@ -76,8 +87,8 @@ def lip_errors(model, clips, frames) -> tuple[float, float]:
     predicted, resting = [], []
     with torch.no_grad():
         for start in range(0, len(clips), 32):
-            audio, target = batch_of(clips[start : start + 32], None, frames)
-            displacement, _ = model(audio)
+            audio, target, phones = batch_of(clips[start : start + 32], None, frames, model=model)
+            displacement, _ = model(audio, phones=phones)
             predicted.append((displacement - target)[:, :, LIPS].norm(dim=-1).mean().item() * len(audio))
             resting.append(target[:, :, LIPS].norm(dim=-1).mean().item() * len(audio))
     model.train()
@@ -114,14 +125,17 @@ def main(argv=None) -> int:
                              "motion carries to a voice it never heard (for choosing settings; fit the final model on all)")
     parser.add_argument("--cepstra", type=int, default=0,
                         help="read this many cepstral coefficients instead of the log-mel bands (MouthMotionConfig.cepstra)")
+    parser.add_argument("--phones", type=int, default=0,
+                        help="also read the phones a recogniser hears, embedded in this many dimensions (MouthMotionConfig.phones)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     frames = 74  # the shortest GRID clips; every clip is cut to it
-    train = [c for c in load_clips(args.data, args.train_split) if len(c["target"]) >= frames]
-    val = [c for c in load_clips(args.data, args.val_split) if len(c["target"]) >= frames]
+    phones = args.phones > 0
+    train = [c for c in load_clips(args.data, args.train_split, phones) if len(c["target"]) >= frames]
+    val = [c for c in load_clips(args.data, args.val_split, phones) if len(c["target"]) >= frames]
     held_out = [c for c in train if c["speaker"] == args.hold_out_speaker]
     if args.hold_out_speaker and not held_out:
         raise SystemExit(f"fit_mouth_motion: no {args.train_split} clips of speaker {args.hold_out_speaker!r} to hold out")
@@ -131,15 +145,15 @@ def main(argv=None) -> int:
     weights = np.array([counts[s] ** -args.speaker_balance for s in speakers])
     weights /= weights.sum()
     print(f"{len(train)} train clips {counts}, {len(val)} validation clips")
-    model = MouthMotion(MouthMotionConfig(cepstra=args.cepstra))
+    model = MouthMotion(MouthMotionConfig(cepstra=args.cepstra, phones=args.phones))
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.steps)
     rates = (1 / (1 + args.voice_warp), 1 + args.voice_warp)
     started = time.time()
     for step in range(1, args.steps + 1):
         picks = [train[i] for i in rng.choice(len(train), args.batch, p=weights)]
-        audio, target = batch_of(picks, rng, frames, rates, args.gain_db, max(args.length, frames))
-        displacement, _ = model(audio)
+        audio, target, labels = batch_of(picks, rng, frames, rates, args.gain_db, max(args.length, frames), model)
+        displacement, _ = model(audio, phones=labels)
         # L1 over every moving point and frame: the lips and jaw of the real clip, relative to frame 0.
         loss = (displacement - target).abs().mean()
         optimiser.zero_grad()

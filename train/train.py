@@ -50,7 +50,7 @@ from speech_anim.data import TalkingFaceDataset, collate_clips
 from speech_anim.errors import SpeechAnimError
 from speech_anim.models import Generator, GeneratorConfig
 from speech_anim.models.eye_process import EyeProcess
-from speech_anim.models.generator import load_mouth_motion, mouth_motion_cepstra
+from speech_anim.models.generator import load_mouth_motion, mouth_motion_front_end
 from speech_anim.models.discriminators import (
     EyeDiscriminator,
     EyeDiscriminatorConfig,
@@ -159,11 +159,15 @@ def loss_weights(cfg: TrainConfig) -> losses.LossWeights:
 
 def generator_config(cfg: TrainConfig) -> GeneratorConfig:
     try:
-        cepstra = mouth_motion_cepstra(cfg.mouth_motion) if cfg.mouth_motion else 0  # its weights: build_models
+        cepstra, phones = mouth_motion_front_end(cfg.mouth_motion) if cfg.mouth_motion else (0, 0)  # weights: build_models
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"mouth_motion: {error}") from None
+    if phones and cfg.voice_warp:
+        # Its phones are recognised in each clip's windows put back together, which a warp would garble.
+        raise ConfigError(f"mouth_motion {cfg.mouth_motion} reads phones, recognised in the clip's own audio: set voice_warp: 0")
     return GeneratorConfig(width=cfg.g_width, audio_gru_layers=cfg.audio_gru_layers, output=cfg.g_output,
-                           eye_input=cfg.eye_input, mouth_motion=bool(cfg.mouth_motion), mouth_cepstra=cepstra)
+                           eye_input=cfg.eye_input, mouth_motion=bool(cfg.mouth_motion), mouth_cepstra=cepstra,
+                           mouth_phones=phones)
 
 
 def generator_from_checkpoint(path: Path) -> Generator:
@@ -238,7 +242,7 @@ def start_from_pretrained(generator: Generator, checkpoint: str) -> GeneratorCon
     Its eye gain or curve and mouth motion (ADDED_AT_EXPORT) are left behind."""
     source = Generator.from_pretrained(checkpoint)
     ours, theirs = asdict(generator.config), asdict(source.config)
-    differing = [k for k in ours if k not in ("eye_input", "mouth_cepstra", *ADDED_AT_EXPORT) and ours[k] != theirs[k]]
+    differing = [k for k in ours if k not in ("eye_input", "mouth_cepstra", "mouth_phones", *ADDED_AT_EXPORT) and ours[k] != theirs[k]]
     if differing:
         raise ConfigError(f"init_generator {checkpoint} differs from this config in {', '.join(differing)}: "
                           "use matching g_width / g_output / audio_gru_layers")

@@ -36,6 +36,7 @@ OPEN_STILL = 0.9
 REST_FRAMES = 6
 # openness="frames": the clips' eye openness read off their crops, cached beside them (frame_openness).
 OPENNESS_CACHE = "eye_openness_frames.npz"
+PHONES_CACHE = "phone_tracks.npz"
 OPENNESS_SOURCES = ("landmarks", "frames")
 SPLIT_NAMES = ("train", "val", "test", "unseen")
 PAPER_SPLIT_NAMES = ("paper-train", "paper-val", "paper-test")
@@ -70,8 +71,25 @@ def frame_openness(root, ids, workers: int = 1) -> dict[str, np.ndarray]:
     off the crops 0.78/s, 0.40 s), so a model of the eyes fitted to them draws blinks the evaluation
     finds shorter than the real ones. dlib takes about 0.5 s a clip: the curves are cached in
     `root/eye_openness_frames.npz` and only missing clips are computed (on `workers` processes)."""
-    root = Path(root)
-    cache = root / OPENNESS_CACHE
+    return _cached_per_clip(Path(root), OPENNESS_CACHE, ids, _crop_openness, workers)
+
+
+def _clip_phones(path: Path) -> np.ndarray:
+    from ..phones import phone_track
+
+    with np.load(path) as clip:
+        return phone_track(clip["audio"].astype(np.float32) / 32768.0)
+
+
+def clip_phone_tracks(root, ids, workers: int = 1) -> dict[str, np.ndarray]:
+    """The phone track (`phones.phone_track`) of each clip's audio, for fitting a mouth motion that reads
+    phones (train/fit_mouth_motion.py --phones). About 0.15 s a clip; cached in `root/phone_tracks.npz`."""
+    return _cached_per_clip(Path(root), PHONES_CACHE, ids, _clip_phones, workers)
+
+
+def _cached_per_clip(root: Path, cache_name: str, ids, compute, workers: int) -> dict[str, np.ndarray]:
+    """compute(clip path) of each clip id, kept in `root/cache_name`; only missing clips are computed."""
+    cache = root / cache_name
     stored: dict[str, np.ndarray] = {}
     if cache.is_file():
         with np.load(cache) as saved:
@@ -83,11 +101,11 @@ def frame_openness(root, ids, workers: int = 1) -> dict[str, np.ndarray]:
             import multiprocessing
 
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                curves = pool.map(_crop_openness, paths, chunksize=8)
+                results = pool.map(compute, paths, chunksize=8)
         else:
-            curves = [_crop_openness(p) for p in paths]
-        stored.update(zip(missing, curves))
-        np.savez(cache, **{key.replace("/", "__"): curve for key, curve in stored.items()})
+            results = [compute(p) for p in paths]
+        stored.update(zip(missing, results))
+        np.savez(cache, **{key.replace("/", "__"): value for key, value in stored.items()})
     return {i: stored[i] for i in ids}
 
 

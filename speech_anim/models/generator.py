@@ -103,6 +103,7 @@ class GeneratorConfig:
     eye_curve: tuple[float, ...] = ()
     mouth_motion: bool = False  # not the paper: the blend's still moves its mouth (MouthMotion + warp)
     mouth_cepstra: int = 0  # its MouthMotionConfig.cepstra (0: it reads the log-mel bands)
+    mouth_phones: int = 0  # its MouthMotionConfig.phones (0: it reads no phones; speech_anim/phones.py)
     # Not in the paper: who draws the eyelids of an eye_input generator. "decoder": the decoder, from the
     # closure 1 - o_t it reads. "warp" (needs mouth_motion): the moving still's own eyelids, shut by the
     # warp (models/warp.py) by the eye process's draw, under a decoder given open eyes, so that blinks
@@ -123,8 +124,9 @@ class GeneratorConfig:
             raise ValueError(f"GeneratorConfig.output must be one of {OUTPUTS}, got {self.output!r}")
         if self.mouth_motion and self.output != "blend":
             raise ValueError("GeneratorConfig.mouth_motion moves the still that output='blend' lets through: set output='blend'")
-        if self.mouth_cepstra and not self.mouth_motion:
-            raise ValueError("GeneratorConfig.mouth_cepstra configures the mouth motion: set mouth_motion=True or mouth_cepstra=0")
+        for name in ("mouth_cepstra", "mouth_phones"):
+            if getattr(self, name) and not self.mouth_motion:
+                raise ValueError(f"GeneratorConfig.{name} configures the mouth motion: set mouth_motion=True or {name}=0")
         if self.eyelids not in EYELIDS:
             raise ValueError(f"GeneratorConfig.eyelids must be one of {EYELIDS}, got {self.eyelids!r}")
         if self.eyelids != "decoder" and not (self.eye_input and self.mouth_motion):
@@ -330,7 +332,8 @@ class Generator(nn.Module, SafeHubMixin):
         self.decoder = FrameDecoder(config)
         self.eye_process = EyeProcess(EyeProcessConfig(fps=config.fps)) if config.eye_input else None
         self.mouth_motion = (MouthMotion(MouthMotionConfig(sample_rate=config.sample_rate, window_samples=config.window_samples,
-                                                           fps=config.fps, cepstra=config.mouth_cepstra))
+                                                           fps=config.fps, cepstra=config.mouth_cepstra,
+                                                           phones=config.mouth_phones))
                              if config.mouth_motion else None)  # fmt: skip
         if config.eye_input:  # not saved: a function of the crop's geometry
             self.register_buffer("eye_region", eye_region(), persistent=False)
@@ -402,7 +405,8 @@ class Generator(nn.Module, SafeHubMixin):
     def forward(self, still: torch.Tensor | None, audio: torch.Tensor, noise: torch.Tensor | None = None,
                 state: GeneratorState | None = None, return_state: bool = False,
                 generator: torch.Generator | None = None, return_layers: bool = False,
-                openness: torch.Tensor | None = None, still_landmarks: torch.Tensor | None = None):
+                openness: torch.Tensor | None = None, still_landmarks: torch.Tensor | None = None,
+                phones: torch.Tensor | None = None):
         """Frames B×T×3×128×96 for audio windows B×T×window_samples.
 
         `noise` (B×T×noise_dim) defaults to `sample_noise(B, T, generator)`. With eye_input, `openness`
@@ -412,7 +416,9 @@ class Generator(nn.Module, SafeHubMixin):
         None; the returned state continues the clip. `return_layers` (output="blend" only) also returns the
         blend mask α (B×T×1×128×96) and the decoded frames it blends over the still (B×T×3×128×96), after
         the video and before the state, for `losses.blend_mask_l1` and `losses.decoded_frame_l1`.
-        `still_landmarks` (B×68×2 crop pixels) go with the still for a mouth_motion generator.
+        `still_landmarks` (B×68×2 crop pixels) go with the still for a mouth_motion generator. `phones`
+        (B×T×columns labels, `MouthMotion.window_phones`) go to a mouth motion that reads them; without
+        them it recognises them in `audio`, which must then be whole clips (the Animator streams them).
         """
         if audio.dim() != 3 or audio.shape[2] != self.config.window_samples or audio.shape[1] == 0:
             raise AudioError(f"audio must be B×T×{self.config.window_samples} windows with T >= 1, got {tuple(audio.shape)}")
@@ -431,6 +437,8 @@ class Generator(nn.Module, SafeHubMixin):
             raise ValueError(f"noise must be {batch}×{frames}×{self.config.noise_dim}, got {tuple(noise.shape)}")
 
         eye_state = state.eyes
+        if phones is not None and not self.config.mouth_phones:
+            raise ValueError("this generator's mouth motion reads no phones (mouth_phones=0): drop them")
         if not self.config.eye_input:
             if openness is not None:
                 raise ValueError("this generator has no eye input (eye_input=False): drop the openness")
@@ -446,7 +454,7 @@ class Generator(nn.Module, SafeHubMixin):
         latent = torch.cat([z_c, z_id, z_n], dim=-1)
         still, mouth_state = state.still, state.mouth
         if self.config.mouth_motion:
-            displacement, mouth_state = self.mouth_motion(audio, state.mouth)
+            displacement, mouth_state = self.mouth_motion(audio, state.mouth, phones)
             # eye_gain and eye_curve, measured on the renderer (scripts/eye_response.py), apply to the warp too.
             lids = 1.0 - openness.to(displacement) if self.config.eyelids != "decoder" else None
             still = warp_still(state.still, state.still_landmarks, displacement, lids)  # B×T×3×H×W
@@ -505,10 +513,13 @@ def _mouth_motion_source(path) -> tuple[dict, bool]:
     return values, True
 
 
-def mouth_motion_cepstra(path) -> int:
-    """MouthMotionConfig.cepstra of the MouthMotion that `load_mouth_motion(path)` loads, from its config alone."""
+def mouth_motion_front_end(path) -> tuple[int, int]:
+    """MouthMotionConfig (cepstra, phones) of the MouthMotion that `load_mouth_motion(path)` loads, from its config alone."""
     values, is_generator = _mouth_motion_source(path)
-    return values.get("mouth_cepstra", 0) if is_generator else MouthMotionConfig(**values).cepstra
+    if is_generator:
+        return values.get("mouth_cepstra", 0), values.get("mouth_phones", 0)
+    config = MouthMotionConfig(**values)
+    return config.cepstra, config.phones
 
 
 def load_mouth_motion(path) -> MouthMotion:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..phones import PHONES, column_phones, label_indices, phone_track, windows_signal
 from .hub import SafeHubMixin
 from .syncnet import LogMel
 
@@ -50,6 +52,9 @@ class MouthMotionConfig:
     # and lips are) and drop its fine ripple, which for higher voices is the pitch's harmonics: what
     # differs most between three male training voices and a woman's.
     cepstra: int = 0
+    # > 0: the network also reads the phone heard under each column (speech_anim/phones.py, a recogniser
+    # trained on many voices), embedded in this many dimensions beside the bands or cepstra.
+    phones: int = 0
     channels: int = 64
     hidden: int = 128
     fps: float = 25.0
@@ -58,6 +63,8 @@ class MouthMotionConfig:
         if min(self.sample_rate, self.window_samples, self.n_fft, self.win_length, self.hop_length,
                self.n_mels, self.channels, self.hidden) < 1 or not self.fps > 0:
             raise ValueError(f"MouthMotionConfig needs positive sizes and fps, got {self}")
+        if self.phones < 0:
+            raise ValueError(f"MouthMotionConfig.phones is an embedding size (0: no phones), got {self.phones}")
         if not 0 <= self.cepstra <= self.n_mels:
             raise ValueError(f"MouthMotionConfig.cepstra must be between 0 (the mel bands) and n_mels={self.n_mels}, got {self.cepstra}")
 
@@ -86,9 +93,11 @@ class MouthMotion(nn.Module, SafeHubMixin):
         # norm would erase the difference between silence and speech.
         if config.cepstra:
             self.register_buffer("dct", dct_matrix(config.n_mels, config.cepstra), persistent=False)
+        if config.phones:
+            self.phone_embedding = nn.Embedding(len(PHONES), config.phones)
         c = config.channels
         self.convs = nn.Sequential(
-            nn.Conv1d(config.cepstra or config.n_mels, c, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv1d((config.cepstra or config.n_mels) + config.phones, c, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv1d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv1d(2 * c, 2 * c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool1d(3), nn.Flatten(),
@@ -108,12 +117,53 @@ class MouthMotion(nn.Module, SafeHubMixin):
         bands = self.log_mel(windows)
         return bands if not self.config.cepstra else torch.einsum("cm,nmt->nct", self.dct, bands)
 
-    def forward(self, audio: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Audio windows B×T×window_samples -> (displacement B×T×len(MOVING_POINTS)×2, GRU state)."""
+    @property
+    def columns(self) -> int:
+        """Spectrogram columns per window (a centred STFT): 21 for 0.2 s at a 10 ms hop."""
+        return self.config.window_samples // self.config.hop_length + 1
+
+    def window_phones(self, track, frame_indices, rate: float = 1.0, offset: int = 0) -> np.ndarray:
+        """The labels of a phone track (phones.phone_track) under each column of frames' windows, (T, columns)."""
+        return column_phones(track, frame_indices, rate, offset, self.config.fps, self.config.window_samples,
+                             self.config.hop_length, self.columns)  # fmt: skip
+
+    def labels_needed(self, frame_indices) -> np.ndarray:
+        """For each frame, how long a phone track must be for `window_phones` to see all of its columns."""
+        return label_indices(frame_indices, 1.0, 0, self.config.fps, self.config.window_samples,
+                             self.config.hop_length, self.columns).max(axis=1) + 1  # fmt: skip
+
+    def recognise(self, audio: torch.Tensor) -> torch.Tensor:
+        """Phone labels B×T×columns for windows B×T×window_samples that are whole clips from their frame 0:
+        each clip's signal put back together from its windows and decoded as `phones.phone_track` would."""
+        labels = []
+        for clip in audio.detach().cpu().float().numpy():
+            signal, start = windows_signal(clip, self.config.fps)
+            # The first windows' zero padding lies before the recording, the last ones' after it.
+            signal = np.trim_zeros(signal[max(0, -start) :], "b")
+            labels.append(self.window_phones(phone_track(signal), np.arange(len(clip))))
+        return torch.from_numpy(np.stack(labels)).to(audio.device)
+
+    def forward(self, audio: torch.Tensor, hidden: torch.Tensor | None = None,
+                phones: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio windows B×T×window_samples -> (displacement B×T×len(MOVING_POINTS)×2, GRU state).
+
+        A model that reads phones takes their labels under each column, B×T×columns (`window_phones`);
+        without them it recognises them itself, treating each clip of `audio` as whole (`recognise`).
+        """
         batch, frames, samples = audio.shape
         if samples != self.config.window_samples:
             raise ValueError(f"MouthMotion needs windows of {self.config.window_samples} samples, got {samples}")
-        codes = torch.relu(self.project(self.convs(self.features(audio.reshape(batch * frames, samples)))))
+        features = self.features(audio.reshape(batch * frames, samples))
+        if self.config.phones:
+            if phones is None:
+                phones = self.recognise(audio)
+            if tuple(phones.shape) != (batch, frames, self.columns):
+                raise ValueError(f"phones must be {batch}×{frames}×{self.columns} labels, got {tuple(phones.shape)}")
+            embedded = self.phone_embedding(phones.reshape(batch * frames, -1).long().to(audio.device))
+            features = torch.cat([features, embedded.transpose(1, 2)], 1)
+        elif phones is not None:
+            raise ValueError("this mouth motion reads no phones (MouthMotionConfig.phones = 0): drop them")
+        codes = torch.relu(self.project(self.convs(features)))
         out, hidden = self.gru(codes.view(batch, frames, -1), hidden)
         return self.head(out).view(batch, frames, len(MOVING_POINTS), 2), hidden
 
