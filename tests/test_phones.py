@@ -10,7 +10,10 @@ import torch
 from speech_anim import Animator, phones
 from speech_anim.audio import frame_audio, load_audio, quiet_room
 from speech_anim.models.generator import Generator, GeneratorConfig
+from speech_anim.errors import AudioError
 from speech_anim.models.mouth_motion import MouthMotion, MouthMotionConfig
+
+pytest.importorskip("pocketsphinx", reason="the phone front end needs pocketsphinx: pip install -e '.[phones]'")
 
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO / "examples" / "grid_s1_bbaf2n.wav"  # "bin blue at f two now"
@@ -34,6 +37,12 @@ def test_silence_is_silence_and_speech_has_its_sounds(speech):
     spoken = {p for p in heard if p != "SIL"}
     assert len(spoken & VOWELS) >= 3 and len(spoken - VOWELS) >= 3, spoken
     assert "F" in spoken  # "f": lower lip to upper teeth
+
+
+def test_without_pocketsphinx_a_phone_model_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # import pocketsphinx now raises ImportError
+    with pytest.raises(AudioError, match="pip install pocketsphinx"):
+        phones.phone_track(np.zeros(16000, np.float32))
 
 
 def test_a_stream_hears_the_phones_one_pass_hears(speech):
