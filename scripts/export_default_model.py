@@ -23,7 +23,7 @@ import yaml
 from speech_anim.animator import DEFAULT_CHECKPOINT
 from screen_eyes import add_eye_options, load_generator, set_eye_options  # load_generator: a save_pretrained folder or a train.py checkpoint
 from speech_anim.models.eye_process import EyeProcess
-from speech_anim.models.generator import Generator
+from speech_anim.models.generator import Generator, load_mouth_motion
 from speech_anim.models.mouth_motion import MouthMotion
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
     add_eye_options(parser, "to ship")
     parser.add_argument("--mouth-motion", type=Path,
-                        help="give the generator this fitted MouthMotion (train/fit_mouth_motion.py): its blend's still then moves its mouth")
+                        help="give the generator this MouthMotion: a train/fit_mouth_motion.py folder, or a generator folder with "
+                             "mouth_motion (e.g. the shipped model) whose own it takes; its blend's still then moves its mouth")
     args = parser.parse_args()
 
     generator = load_generator(args.checkpoint)
@@ -47,7 +48,11 @@ def main() -> None:
             raise SystemExit(f"export: {args.checkpoint} has no eye input (eye_input=false): drop --eye-process")
         generator.eye_process.load_state_dict(EyeProcess.from_pretrained(str(args.eye_process)).state_dict())
     if args.mouth_motion:
-        generator = with_mouth_motion(generator, MouthMotion.from_pretrained(str(args.mouth_motion)), args.checkpoint)
+        try:
+            motion = load_mouth_motion(args.mouth_motion)
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"export: --mouth-motion {error}") from None
+        generator = with_mouth_motion(generator, motion, args.checkpoint)
     if args.out.exists():
         shutil.rmtree(args.out)
     generator.save_pretrained(args.out, dtype=torch.float16)

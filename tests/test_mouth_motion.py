@@ -177,6 +177,16 @@ def test_export_ships_the_eyelids_it_is_told_and_refuses_them_without_a_moving_s
                              capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert refused.returncode != 0 and "mouth_motion=True" in refused.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "no").exists()
+    # --mouth-motion takes a generator's own as well as a fit's; a folder with neither is refused in one line.
+    moved = subprocess.run([*script, str(tmp_path / "still"), "--mouth-motion", str(tmp_path / "out"), "--out", str(tmp_path / "moved")],
+                           capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    donor, taker = Generator.from_pretrained(str(tmp_path / "out")), Generator.from_pretrained(str(tmp_path / "moved"))
+    assert taker.config.mouth_motion and torch.equal(taker.mouth_motion.head.weight, donor.mouth_motion.head.weight)
+    refused = subprocess.run([*script, str(tmp_path / "still"), "--mouth-motion", str(tmp_path / "still"), "--out", str(tmp_path / "no")],
+                             capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert refused.returncode != 0 and "without mouth_motion" in refused.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "no").exists()
 
 
 def test_export_attaches_a_fitted_mouth_motion_and_keeps_every_other_weight(tmp_path):
