@@ -17,7 +17,8 @@ hold, over the open second's median EAR), and the eye curve that undoes it: for 
 `scripts/export_default_model.py --eye-curve`). The eye process's draws are then decoded through
 that curve instead of `eye_gain`. Openness given to the generator is decoded as it is, so the
 checkpoint's own eye_gain or eye_curve do not enter the measurement, unless `--decoded` puts them
-in (then the first rows say how far the eyes close as shipped; wanted: the input row).
+in (then the first rows say how far the eyes close as shipped; wanted: the input row). `--eyelids`
+measures the lids of another drawer (the decoder's, the still's warp, or both) than the checkpoint's.
 """
 
 import argparse
@@ -35,7 +36,7 @@ from speech_anim.data.preprocess import clip_path, decode_frames
 from speech_anim.face import crop_landmarks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screen_eyes import load_generator, preprocessed_ids  # noqa: E402
+from screen_eyes import add_eye_options, load_generator, preprocessed_ids, set_eye_options  # noqa: E402
 
 LEVELS = np.round(np.arange(1.0, -1e-9, -0.05), 2)  # 1.00 ... 0.00
 HOLD = 3  # frames per level
@@ -95,9 +96,11 @@ def main() -> None:
                         help="pass each level through the checkpoint's eye_curve / eye_gain first: how far its eyes close as shipped")
     parser.add_argument("--unseen", action="store_true",
                         help="measure on the unseen speaker s31's stills instead (to diagnose her blinks; its curve is not for shipping)")
+    add_eye_options(parser, "to measure with (the gain and curve count with --decoded)")
     args = parser.parse_args()
 
     generator = load_generator(args.checkpoint).eval()
+    set_eye_options(generator, args)
     if not generator.config.eye_input:
         sys.exit("eye_response: this generator has no eye input (eye_input=False): it has no eye response to measure")
     faces = stills(args.data, args.clips, UNSEEN if args.unseen else CALIBRATION)
