@@ -28,6 +28,7 @@ from speech_anim.audio import quiet_room, warped_windows  # noqa: E402
 from speech_anim.data.datasets import TalkingFaceDataset, clip_phone_tracks  # noqa: E402
 from speech_anim.data.preprocess import clip_path  # noqa: E402
 from speech_anim.models.mouth_motion import LIP_POINTS, MOVING_POINTS, MouthMotion, MouthMotionConfig  # noqa: E402
+from speech_anim.phones import LABEL_SAMPLES  # noqa: E402
 
 LIPS = [MOVING_POINTS.index(p) for p in LIP_POINTS]
 
@@ -75,7 +76,7 @@ def batch_of(clips, rng: np.random.Generator | None, frames: int, rate_range=(1.
         targets.append(target)
         if model is not None and model.config.phones:
             # The track of the clip's own audio, cut where its speech is cut; a quiet room is silence.
-            track = clip["phones"][: int(frames * hop) // 160] if length > frames else clip["phones"]
+            track = clip["phones"][: int(frames * hop) // LABEL_SAMPLES] if length > frames else clip["phones"]
             labels.append(model.window_phones(track, np.arange(length), rate, int(offset * hop)))
     phones = torch.from_numpy(np.stack(labels)) if labels else None
     return torch.from_numpy(np.stack(windows)), torch.from_numpy(np.stack(targets)), phones
