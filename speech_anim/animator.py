@@ -9,6 +9,7 @@ the same as one pass would give.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, WINDOW_SAMPLES, load_audio, num_frames
-from .errors import AudioError, CheckpointError, ImageError
+from .errors import AudioError, CheckpointError, DeviceError, ImageError
 from .face import AlignedFace, FaceAligner, PasteBack, crop_landmarks, load_image
 from .models.generator import FRAME_HEIGHT, FRAME_WIDTH, Generator
 from .phones import PhoneStream
@@ -57,7 +58,7 @@ class Animator:
     """`Animator.from_pretrained()(photo, speech).save("out.mp4")`."""
 
     def __init__(self, generator: Generator, aligner: FaceAligner | None = None, device=None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _device(device)
         self.generator = generator.to(self.device).eval()
         self.aligner = aligner or FaceAligner()
 
@@ -76,7 +77,15 @@ class Animator:
 
     @property
     def fps(self) -> float:
+        """The frame rate the model was trained at, and the default output rate."""
         return float(self.generator.config.fps)
+
+    def _output_fps(self, fps) -> float:
+        if fps is None:
+            return self.fps
+        if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
+            raise AudioError(f"fps must be a positive number of frames per second, got {fps!r}")
+        return float(fps)
 
     def align(self, image) -> AlignedFace:
         """Find the face in `image` and warp it onto the canonical 128×96 crop."""
@@ -91,8 +100,13 @@ class Animator:
         paste_back: bool = False,
         progress: Progress | None = None,
     ) -> AnimationResult:
-        """Animate `image` (path, PIL image or H×W×3 uint8) with `audio` (path or (array, sr))."""
-        fps = float(fps or self.fps)
+        """Animate `image` (path, PIL image or H×W×3 uint8) with `audio` (path or (array, sr)).
+
+        `fps` is the output video's rate (default: the model's own, 25). The model always runs at the rate
+        it was trained at, so that blinks and lip movements keep their real durations; other rates show
+        the frame on screen at each output frame's middle (frames repeated or dropped, never blended).
+        """
+        fps = self._output_fps(fps)
         report = progress or (lambda fraction, stage: None)
         report(0.0, "aligning the face")
         photo = load_image(image)
@@ -123,7 +137,7 @@ class Animator:
         if not (isinstance(crop, np.ndarray) and crop.shape == (FRAME_HEIGHT, FRAME_WIDTH, 3) and crop.dtype == np.uint8):
             shape = getattr(crop, "shape", type(crop).__name__)
             raise ImageError(f"crop must be a {FRAME_HEIGHT}×{FRAME_WIDTH}×3 uint8 aligned face, got {shape}; use __call__ for photos")
-        fps = float(fps or self.fps)
+        fps = self._output_fps(fps)
         signal = load_audio(audio)
         if num_frames(len(signal), fps) < 1:
             raise AudioError("the audio is shorter than one video frame: give at least 0.04 s of speech")
@@ -135,18 +149,34 @@ class Animator:
         """Yield frames (t×H×W×3 uint8) as audio chunks (16 kHz mono float arrays) arrive.
 
         A frame is produced as soon as its whole 0.2 s window has arrived, so the output lags the
-        input by 0.1 s plus half a frame; the frames equal those of `__call__` on the whole audio
-        with the same seed. Memory is bounded by the chunk size, not the stream length.
+        input by 0.1 s plus half a frame (plus a model frame at an `fps` other than the model's); the
+        frames equal those of `__call__` on the whole audio with the same seed and fps. Memory is bounded by the chunk size, not the stream length.
         """
-        fps = float(fps or self.fps)
+        fps = self._output_fps(fps)
         photo = load_image(image)
         aligned = self.aligner.align(photo)
         paster = PasteBack(photo, aligned) if paste_back else None
         for frames in self._generate(aligned.crop, audio_chunks, seed, fps):
             yield _paste(paster, frames)
 
-    @torch.inference_mode()
     def _generate(self, crop: np.ndarray, audio_chunks: Iterable[np.ndarray], seed: int, fps: float):
+        """Frames at `fps` for a stream of audio: the model's frames (`_generate_at_model_rate`), retimed."""
+        if fps == self.fps:
+            yield from self._generate_at_model_rate(crop, audio_chunks, seed)
+            return
+        received = [0]
+
+        def counted():
+            for chunk in audio_chunks:
+                received[0] += np.size(chunk)  # a chunk that is not 1-D is refused by _stream_windows
+                yield chunk
+
+        model_frames = self._generate_at_model_rate(crop, counted(), seed)
+        yield from _retime(model_frames, self.fps, fps, lambda: received[0])
+
+    @torch.inference_mode()
+    def _generate_at_model_rate(self, crop: np.ndarray, audio_chunks: Iterable[np.ndarray], seed: int):
+        fps = self.fps
         still = _to_tensor(crop).to(self.device)
         landmarks = None
         if self.generator.config.mouth_motion:
@@ -169,8 +199,59 @@ class Animator:
                 yield _to_uint8(video[0])
 
 
+def _retime(model_frames: Iterable[np.ndarray], model_fps: float, fps: float, received: Callable[[], int]) -> Iterator[np.ndarray]:
+    """Frames at the model's rate -> frames at `fps`, as they arrive.
+
+    Output frame k spans [k / fps, (k + 1) / fps) and shows the model frame on screen at its middle,
+    j = floor((k + 0.5) * model_fps / fps), as a player showing the model's video would. `received()` is
+    the number of audio samples heard so far: there are num_frames(received(), fps) output frames, which
+    the last model frame completes when the stream ends.
+    """
+
+    def source(k: int) -> int:
+        return math.floor((2 * k + 1) * model_fps / (2 * fps))
+
+    kept, first, k = np.zeros((0, FRAME_HEIGHT, FRAME_WIDTH, 3), np.uint8), 0, 0  # kept[0] is model frame `first`
+    for frames in model_frames:
+        kept = np.concatenate([kept, frames])
+        available = first + len(kept)
+        ready = k
+        # A frame is given once the model frame it shows exists and the audio reaches it (at low rates
+        # a model frame can exist before the audio holds the output frame showing it).
+        while ready < num_frames(received(), fps) and source(ready) < available:
+            ready += 1
+        if ready > k:
+            yield kept[[source(i) - first for i in range(k, ready)]]
+            k = ready
+        drop = min(source(k), available - 1) - first
+        kept, first = kept[drop:], first + drop
+    if not len(kept):
+        return
+    total = num_frames(received(), fps)
+    if total > k:
+        yield kept[[min(source(i) - first, len(kept) - 1) for i in range(k, total)]]
+
+
 def _paste(paster: PasteBack | None, frames: np.ndarray) -> np.ndarray:
     return np.stack([paster(frame) for frame in frames]) if paster else frames
+
+
+def _device(device) -> torch.device:
+    """torch.device of `device` (default: cuda when available), refused in one line where it cannot run."""
+    try:
+        resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"device {device!r} asked for, but this PyTorch sees no CUDA GPU: use --device cpu "
+                              "(or install a CUDA build of PyTorch)")
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceError(f"device {device!r} asked for, but this machine has {count} CUDA GPU(s): use cuda:0 to cuda:{count - 1}")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {device!r} asked for, but MPS is not available here: use --device cpu")
+    return resolved
 
 
 def _single_chunk(signal: np.ndarray) -> list[np.ndarray]:

@@ -32,7 +32,9 @@ def _add_animate(subparsers) -> None:
         help="generator directory or Hub repo id (default: the model shipped with the package)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the expression noise (blinks, brows)")
-    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--fps", type=float, default=None,
+                   help="output frame rate (default: the model's, 25); the model runs at its own rate and its "
+                        "frames are repeated or dropped to fill this one")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--paste-back", action="store_true", help="paste the face back into the full photo")
     p.add_argument("--backend", default="dlib", choices=["dlib", "insightface"], help="face detector")

@@ -28,3 +28,7 @@ class CheckpointError(SpeechAnimError, ValueError):
 
 class VideoError(SpeechAnimError, ValueError):
     """A video file is missing, unreadable or has no frames."""
+
+
+class DeviceError(SpeechAnimError, ValueError):
+    """The device asked for does not exist or this PyTorch cannot use it."""

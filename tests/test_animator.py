@@ -13,7 +13,7 @@ from speech_anim import Animator
 from speech_anim.animator import DEFAULT_CHECKPOINT
 from speech_anim.audio import load_audio, num_frames
 from speech_anim.cli import main
-from speech_anim.errors import AudioError, CheckpointError, FaceError, ImageError
+from speech_anim.errors import AudioError, CheckpointError, DeviceError, FaceError, ImageError
 from speech_anim.models.generator import Generator, GeneratorConfig
 from speech_anim.video import probe
 
@@ -86,6 +86,35 @@ def test_long_audio_is_generated_in_chunks_like_one_pass(animator, speech):
     first = animator(PHOTO, (long[:47648], 16000), seed=2).frames
     # The first 70 frames' windows lie wholly inside the first copy, so they are identical.
     np.testing.assert_array_equal(result.frames[:70], first[:70])
+
+
+@pytest.mark.parametrize("fps", [30.0, 12.5])
+def test_other_frame_rates_show_the_model_frames_at_their_own_times(animator, speech, tmp_path, fps):
+    """The model runs at 25 fps whatever the output rate, so a blink or a word keeps its duration:
+    output frame k shows the 25 fps frame on screen at its middle, (k + 0.5) / fps."""
+    native = animator(PHOTO, (speech, 16000), seed=6).frames
+    result = animator(PHOTO, (speech, 16000), seed=6, fps=fps)
+    count = num_frames(len(speech), fps)
+    shown = [min(int((k + 0.5) * 25.0 / fps), len(native) - 1) for k in range(count)]
+    assert result.fps == fps and len(result.frames) == count
+    np.testing.assert_array_equal(result.frames, native[shown])
+    chunks = [speech[i : i + 999] for i in range(0, len(speech), 999)]
+    streamed = list(animator.stream(PHOTO, chunks, seed=6, fps=fps))
+    assert len(streamed) > 5
+    np.testing.assert_array_equal(np.concatenate(streamed), result.frames)
+    info = probe(result.save(tmp_path / "out.mp4"))
+    assert abs(info["duration"] - len(speech) / 16000) <= 1 / fps + 1e-3
+
+
+def test_frame_rate_and_device_are_checked(checkpoint, animator, speech):
+    for fps in (0, -25, float("nan")):
+        with pytest.raises(AudioError, match="fps must be a positive"):
+            animator(PHOTO, (speech, 16000), fps=fps)
+    with pytest.raises(DeviceError, match="use cpu, cuda"):
+        Animator.from_pretrained(checkpoint, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA GPU: use --device cpu"):
+            Animator.from_pretrained(checkpoint, device="cuda")
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
@@ -161,6 +190,7 @@ def test_cli_errors_are_one_line_without_traceback(checkpoint, tmp_path):
     runs = [
         ["--image", str(faceless), "--audio", str(SPEECH), "--checkpoint", str(checkpoint)],
         ["--image", str(PHOTO), "--audio", str(SPEECH), "--checkpoint", str(tmp_path / "missing")],
+        ["--image", str(PHOTO), "--audio", str(SPEECH), "--checkpoint", str(checkpoint), "--device", "gpu"],
     ]
     for args in runs:
         proc = subprocess.run(
