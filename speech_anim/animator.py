@@ -35,23 +35,62 @@ Progress = Callable[[float, str], None]
 
 @dataclass
 class AnimationResult:
-    """Generated frames and what is needed to play or save them."""
+    """Generated frames and what is needed to play or save them.
 
-    frames: np.ndarray  # T×H×W×3 uint8: the 128×96 crop, or the full photo when pasted back
+    With paste-back the full-photo frames are made from the crops when first asked for (`frames`) and
+    kept; `save` pastes and encodes them one at a time instead, so saving a long video of a large
+    photo needs memory for the crops only (75 frames of a 4000×4000 photo are 3.6 GB).
+    """
+
+    crops: np.ndarray  # T×128×96×3 uint8: the generated faces, on the canonical crop
     fps: float
     audio: np.ndarray  # 16 kHz mono float32
     face_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the face in the photo
     seed: int
     crop: np.ndarray = field(repr=False, default=None)  # the aligned still the model was given
     sample_rate: int = SAMPLE_RATE
+    paster: PasteBack | None = field(repr=False, default=None)  # puts a crop back into the photo
+    _pasted: np.ndarray | None = field(init=False, repr=False, default=None)
+
+    @property
+    def frames(self) -> np.ndarray:
+        """T×H×W×3 uint8: the crops, or the full photo around each when pasted back."""
+        if self.paster is None:
+            return self.crops
+        if self._pasted is None:
+            self._pasted = np.stack([self.paster(crop) for crop in self.crops])
+        return self._pasted
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.crops)
 
     @property
     def duration(self) -> float:
-        return len(self.frames) / self.fps
+        return self.num_frames / self.fps
 
-    def save(self, path) -> Path:
-        """Write H.264 video with the speech muxed in as AAC."""
-        return write_video(path, self.frames, self.fps, audio=self.audio, sample_rate=self.sample_rate)
+    def iter_frames(self) -> Iterator[np.ndarray]:
+        """The frames of `frames`, one H×W×3 array at a time, pasted as they are asked for."""
+        if self.paster is None or self._pasted is not None:
+            yield from self.frames
+        else:
+            for crop in self.crops:
+                yield self.paster(crop)
+
+    def save(self, path, progress: Progress | None = None) -> Path:
+        """Write H.264 video with the speech muxed in as AAC; `progress(fraction, stage)` as it goes."""
+        report = progress or (lambda fraction, stage: None)
+        every = max(1, self.num_frames // 100)  # a hundred reports at most: each may be a message to a page
+
+        def reported():
+            for index, frame in enumerate(self.iter_frames()):
+                if index % every == 0:
+                    report(index / self.num_frames, "encoding the video")
+                yield frame
+            report(1.0, "encoding the video")
+
+        return write_video(path, reported(), self.fps, audio=self.audio, sample_rate=self.sample_rate,
+                           count=self.num_frames)
 
 
 class Animator:
@@ -116,19 +155,19 @@ class Animator:
         if total < 1:
             raise AudioError("the audio is shorter than one video frame: give at least 0.04 s of speech")
 
-        paster = PasteBack(photo, aligned) if paste_back else None
         frames = []
         for chunk in self._generate(aligned.crop, _single_chunk(signal), seed, fps):
-            frames.append(_paste(paster, chunk))
-            report(0.1 + 0.85 * sum(len(f) for f in frames) / total, "generating frames")
+            frames.append(chunk)
+            report(0.1 + 0.9 * sum(len(f) for f in frames) / total, "generating frames")
         report(1.0, "done")
         return AnimationResult(
-            frames=np.concatenate(frames),
+            crops=np.concatenate(frames),
             fps=fps,
             audio=signal,
             face_box=tuple(int(v) for v in aligned.box),
             seed=seed,
             crop=aligned.crop,
+            paster=PasteBack(photo, aligned) if paste_back else None,
         )
 
     def animate_crop(self, crop: np.ndarray, audio, seed: int = 0, fps: float | None = None) -> np.ndarray:
@@ -267,26 +306,31 @@ def _windows_and_phones(audio_chunks: Iterable[np.ndarray], fps: float, listener
         for windows in _stream_windows(audio_chunks, fps):
             yield windows, None
         return
-    stream, heard, ended = PhoneStream(), [np.zeros(0, np.int8)], []
+    stream, heard, ended = PhoneStream(), [], []  # heard: labels decoded since the track was last grown
 
     def listened():
         for chunk in audio_chunks:
             yield chunk  # _stream_windows checks it before the recogniser hears it
-            heard.append(stream.feed(chunk))
+            if len(labels := stream.feed(chunk)):  # labels come a 4 s block at a time
+                heard.append(labels)
         heard.append(stream.finish())
         ended.append(True)
 
+    track = np.zeros(0, np.int8)
     pending, first = np.zeros((0, WINDOW_SAMPLES), np.float32), 0  # pending[0] is frame `first`
     for windows in _stream_windows(listened(), fps):
         pending = np.concatenate([pending, windows])
-        track = np.concatenate(heard)
+        if heard:
+            track = np.concatenate([track, *heard])
+            heard.clear()
         needed = listener.labels_needed(np.arange(first, first + len(pending)))
         ready = len(pending) if ended else int(np.searchsorted(needed, len(track), side="right"))
         if ready:
             yield pending[:ready], listener.window_phones(track, np.arange(first, first + ready))
             pending, first = pending[ready:], first + ready
     if len(pending):
-        yield pending, listener.window_phones(np.concatenate(heard), np.arange(first, first + len(pending)))
+        track = np.concatenate([track, *heard])
+        yield pending, listener.window_phones(track, np.arange(first, first + len(pending)))
 
 
 def _stream_windows(audio_chunks: Iterable[np.ndarray], fps: float) -> Iterator[np.ndarray]:

@@ -26,7 +26,7 @@ from .animator import DEFAULT_CHECKPOINT, Animator
 from .audio import SAMPLE_RATE, load_audio
 from .blinks import BlinkStats, video_blinks
 from .errors import AudioError, CheckpointError, SpeechAnimError
-from .face import PasteBack, load_image
+from .face import load_image
 from .video import write_video
 
 CHECKPOINT_ENV = "SPEECH_ANIM_CHECKPOINT"
@@ -162,28 +162,22 @@ def animate(
     report(0.02, "loading the model")
     animator = load_animator(checkpoint)
     report(0.05, "aligning the face")
-    # Aligned here as well as inside the animator (tens of ms) to paste the crops back ourselves:
-    # the blinks are measured on the aligned crops, where the landmarks need no face detection.
-    aligned = animator.align(photo)
     result = animator(
         photo,
         (signal, SAMPLE_RATE),
         seed=seed,
+        paste_back=paste_back,
         progress=lambda fraction, stage: report(0.05 + 0.75 * fraction, stage),
     )
 
     report(0.82, "measuring blinks")
-    stats = video_blinks(result.frames, fps=result.fps)
-    frames = result.frames
-    if paste_back:
-        report(0.88, "pasting the face back into the photo")
-        paster = PasteBack(photo, aligned)
-        frames = np.stack([paster(crop) for crop in result.frames])
+    # On the crops, where the landmarks need no face detection.
+    stats = video_blinks(result.crops, fps=result.fps)
 
-    report(0.92, "encoding the video")
     name = f"speech_anim_seed{seed}_{uuid.uuid4().hex[:8]}"
     video = _output_dir() / f"{name}.mp4"
-    write_video(video, frames, result.fps, audio=result.audio, sample_rate=result.sample_rate)
+    # Pasted back and encoded a frame at a time: 300 s of a 1024-pixel photo would be 23 GB at once.
+    result.save(video, progress=lambda fraction, stage: report(0.85 + 0.14 * fraction, stage))
     # The crop goes to the page as a file of its own. Handed over as an array, gradio 6 writes it to
     # a cache path named by its content, in place: two requests with the same photo rewrote one file
     # while it was being served, and a download came back cut short. Files are cached by a rename.
@@ -192,7 +186,7 @@ def animate(
     elapsed = time.perf_counter() - started
     report(1.0, "done")
     status = (
-        f"**{len(frames)} frames** ({result.duration:.2f} s at {result.fps:g} fps), seed {seed}, "
+        f"**{result.num_frames} frames** ({result.duration:.2f} s at {result.fps:g} fps), seed {seed}, "
         f"model `{checkpoint_label(checkpoint)}` on {animator.device.type}, made in {elapsed:.1f} s"
     )
     return AppResult(

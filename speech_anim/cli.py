@@ -53,17 +53,22 @@ def _run_animate(args) -> int:
         raise SpeechAnimError(f"--out {out} must end in .mp4 (H.264 + AAC is what the tool writes)")
     animator = Animator.from_pretrained(args.checkpoint, device=args.device, backend=args.backend)
     # disable=None: no bar when stderr is not a terminal (logs, CI), so errors stay one line.
-    with tqdm(total=100, unit="%", desc="animating", leave=False, disable=None) as bar:
+    with tqdm(total=100, unit="%", leave=False, disable=None) as bar:
+        shown = [None]
 
         def progress(fraction: float, stage: str) -> None:
-            bar.set_description(stage)
+            if stage != shown[0]:  # a bar per stage: generating the frames, then encoding them
+                shown[0] = stage
+                bar.reset()
+                bar.set_description(stage)
             bar.update(round(100 * fraction) - bar.n)
 
         result = animator(
             args.image, args.audio, seed=args.seed, fps=args.fps, paste_back=args.paste_back, progress=progress
         )
-    result.save(out)
-    print(f"wrote {out} ({len(result.frames)} frames, {result.duration:.2f} s, seed {result.seed})")
+        # Pasted back and encoded a frame at a time: memory stays that of the crops for any photo size.
+        result.save(out, progress=progress)
+    print(f"wrote {out} ({result.num_frames} frames, {result.duration:.2f} s, seed {result.seed})")
     return 0
 
 

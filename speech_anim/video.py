@@ -46,8 +46,12 @@ def read_video(path) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
-def write_video(path, frames, fps: float, audio=None, sample_rate: int = 16000) -> Path:
+def write_video(path, frames, fps: float, audio=None, sample_rate: int = 16000, count: int | None = None) -> Path:
     """Write frames (T×H×W×3 uint8 RGB) and optional mono audio as H.264 (yuv420p) + AAC.
+
+    `frames` may also be an iterable of frames (H×W×3) or of chunks of them (t×H×W×3) that gives
+    `count` frames in all: each is encoded as it comes, so a long video of a large photo never has
+    to fit in memory (the CLI pastes a 12-megapixel photo's frames back this way).
 
     The video lasts exactly T / fps. Audio is cut or zero padded to that length, so the container
     is never stretched by a longer sound track; pairing frames with the right amount of audio
@@ -61,32 +65,35 @@ def write_video(path, frames, fps: float, audio=None, sample_rate: int = 16000) 
     if path.suffix.lower() not in WRITE_EXTENSIONS:
         others = ", ".join(WRITE_EXTENSIONS[1:])
         raise VideoError(f"cannot write '{path.suffix or path.name}' videos: name the output *.mp4 (or {others})")
-    frames = _check_frames(frames)
+    if count is None:
+        frames = _check_frames(frames)
+        count = len(frames)
+    else:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise VideoError(f"count must be the number of frames the iterable gives (at least 1), got {count!r}")
+        frames = _FramesInOrder(frames, count)
     if not (np.isfinite(fps) and fps > 0):
         raise VideoError(f"fps must be a positive number, got {fps}")
     if audio is not None:
-        audio = _fit_audio(audio, len(frames) / fps, sample_rate, fps)
+        audio = _fit_audio(audio, count / fps, sample_rate, fps)
 
-    # yuv420p stores colour at half resolution, so both sides must be even.
-    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-
-    count = len(frames)
-
-    # A VideoClip indexing the array directly, not ImageSequenceClip: that one searches all T
+    # A VideoClip indexing the frames directly, not ImageSequenceClip: that one searches all T
     # start times for every frame it writes, and sums float durations that can skip a frame.
+    # moviepy asks for them in order (and for frame 0 once more, to learn the size).
     def frame_at(time):
-        return frames[min(int(round(time * fps)), count - 1)]
-
-    # moviepy writes int(duration * fps) frames; half a frame of margin keeps float error from
-    # dropping the last one without adding another.
-    clip = VideoClip(frame_at, duration=(count + 0.5) / fps)
+        frame = frames[min(int(round(time * fps)), count - 1)]
+        # yuv420p stores colour at half resolution, so both sides must be even.
+        pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
+        return np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else frame
 
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder (so the final rename is atomic), same suffix (ffmpeg picks the container from it).
     partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    clip = None
     try:
+        # moviepy writes int(duration * fps) frames; half a frame of margin keeps float error from
+        # dropping the last one without adding another.
+        clip = VideoClip(frame_at, duration=(count + 0.5) / fps)
         with tempfile.TemporaryDirectory(prefix="speech_anim_") as scratch:
             audio_file = False
             if audio is not None:
@@ -109,7 +116,11 @@ def write_video(path, frames, fps: float, audio=None, sample_rate: int = 16000) 
                 ffmpeg_params=["-pix_fmt", "yuv420p", "-crf", "18", "-movflags", "+faststart"],
                 logger=None,
             )
+        if isinstance(frames, _FramesInOrder):
+            frames.check_exhausted()
         os.replace(partial, path)
+    except VideoError:
+        raise
     except (OSError, RuntimeError, ValueError) as error:
         reason = " ".join(str(error).split())[:300] or type(error).__name__
         raise VideoError(
@@ -117,8 +128,43 @@ def write_video(path, frames, fps: float, audio=None, sample_rate: int = 16000) 
         ) from None
     finally:
         partial.unlink(missing_ok=True)
-        clip.close()
+        if clip is not None:
+            clip.close()
     return path
+
+
+class _FramesInOrder:
+    """Frame i of an iterable of frames or chunks of frames, for indices that never go back."""
+
+    def __init__(self, source, count: int):
+        self._source, self.count = iter(source), count
+        self._chunk, self._start = None, 0  # self._chunk[0] is frame self._start
+        self._given = 0  # frames taken from the source so far
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        while self._chunk is None or index >= self._start + len(self._chunk):
+            chunk = next(self._source, None)
+            if chunk is None:
+                raise VideoError(f"the frames ran out after {self._given} of the {self.count} promised: "
+                                 "pass count= the number of frames the iterable gives")
+            chunk = np.asarray(chunk)
+            if chunk.ndim == 4 and len(chunk) == 0:
+                continue  # a stream may have nothing new to give at some step
+            chunk = _check_frames(chunk[None] if chunk.ndim == 3 else chunk)
+            if self._chunk is not None and chunk.shape[1:] != self._chunk.shape[1:]:
+                raise VideoError(f"frame {self._given} is {chunk.shape[2]}×{chunk.shape[1]}, the ones before it "
+                                 f"{self._chunk.shape[2]}×{self._chunk.shape[1]}: give frames of one size")
+            self._start, self._chunk = self._given, chunk
+            self._given += len(chunk)
+        if index < self._start:
+            raise RuntimeError(f"frame {index} was asked for after frame {self._start}: frames are read once, in order")
+        return self._chunk[index - self._start]
+
+    def check_exhausted(self) -> None:
+        extra = sum(len(np.asarray(chunk).reshape(-1, *self._chunk.shape[1:])) for chunk in self._source)
+        if self._given + extra > self.count:
+            raise VideoError(f"the iterable gave {self._given + extra} frames but count={self.count}: "
+                             "pass the number it gives")
 
 
 def probe(path) -> dict:

@@ -68,6 +68,24 @@ def test_paste_back_gives_full_resolution_frames(animator, speech):
     assert result.frames.shape == (13, *photo.shape)
     # Far from the face the photo is untouched.
     np.testing.assert_array_equal(result.frames[:, -40:, -40:], np.broadcast_to(photo[-40:, -40:], (13, 40, 40, 3)))
+    assert result.crops.shape == (13, 128, 96, 3) and result.num_frames == 13
+
+
+def test_saving_a_pasted_result_pastes_one_frame_at_a_time(animator, speech, tmp_path, monkeypatch):
+    """save() never stacks the full-photo frames: memory stays that of the crops for any photo size."""
+    from speech_anim.video import read_video
+
+    result = animator(PHOTO, (speech[:8000], 16000), paste_back=True, seed=2)
+    pasted = []
+    paste = result.paster.__call__
+    monkeypatch.setattr(type(result.paster), "__call__", lambda self, crop, out=None: pasted.append(1) or paste(crop, out))
+    stages = []
+    result.save(tmp_path / "a.mp4", progress=lambda fraction, stage: stages.append((fraction, stage)))
+    assert len(pasted) == 13 and result._pasted is None  # pasted while encoding, never all kept
+    assert stages[-1] == (1.0, "encoding the video") and [f for f, _ in stages] == sorted(f for f, _ in stages)
+    back, fps = read_video(tmp_path / "a.mp4")
+    assert fps == 25 and back.shape == result.frames.shape  # .frames makes (and keeps) them all
+    assert np.abs(back.astype(int) - result.frames).mean() < 3
 
 
 def test_streaming_equals_one_pass(animator, speech):

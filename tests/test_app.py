@@ -21,7 +21,7 @@ EXAMPLES = REPO / "examples"
 PHOTO = EXAMPLES / "astronaut.png"
 STILL = EXAMPLES / "grid_s1_still.png"
 SPEECH = EXAMPLES / "grid_s1_bbaf2n.wav"
-STAGES = {"reading the photo and the speech", "loading the model", "aligning the face", "generating frames", "pasting the face back into the photo",
+STAGES = {"reading the photo and the speech", "loading the model", "aligning the face", "generating frames",
           "encoding the video", "measuring blinks", "done"}
 
 

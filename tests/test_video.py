@@ -111,6 +111,45 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
 
 
+def test_frames_can_come_one_chunk_at_a_time(tmp_path, written):
+    """An iterable of frames and chunks gives the file an array gives, without holding them all."""
+    path, frames, audio = written
+    pieces = [frames[0], frames[1:30], frames[30:30], frames[30:74], frames[74]]
+    taken = []
+
+    def lazily():
+        for piece in pieces:
+            taken.append(len(taken))
+            yield piece
+
+    source = lazily()
+    again = tmp_path / "chunks.mp4"
+    write_video(again, source, 25, audio, count=75)
+    assert len(taken) == len(pieces)
+    back, _ = read_video(again)
+    first, _ = read_video(path)
+    np.testing.assert_array_equal(back, first)
+    assert probe(again)["audio_codec"] == "aac"
+
+
+@pytest.mark.parametrize(
+    "pieces, count, message",
+    [
+        ([smooth_frames(4)], 5, "ran out after 4 of the 5"),
+        ([smooth_frames(4), smooth_frames(2)], 5, "gave 6 frames but count=5"),
+        ([smooth_frames(2), smooth_frames(2, 32, 32)], 4, "frames of one size"),
+        ([smooth_frames(2).astype(np.float32)], 2, "uint8 RGB"),
+        ([smooth_frames(2)], 0, "at least 1"),
+    ],
+)
+def test_iterable_frame_errors_leave_no_file(tmp_path, pieces, count, message):
+    target = tmp_path / "out.mp4"
+    with pytest.raises(VideoError, match=message) as error:
+        write_video(target, iter(pieces), 25, count=count)
+    assert "\n" not in str(error.value)
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     "name, frames, audio, message",
     [

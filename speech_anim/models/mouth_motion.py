@@ -122,15 +122,19 @@ class MouthMotion(nn.Module, SafeHubMixin):
         """Spectrogram columns per window (a centred STFT): 21 for 0.2 s at a 10 ms hop."""
         return self.config.window_samples // self.config.hop_length + 1
 
+    @property
+    def _window_geometry(self) -> dict:
+        """Where the spectrogram columns of a frame's window lie, as phones.label_indices takes it."""
+        return dict(fps=self.config.fps, window=self.config.window_samples, hop_length=self.config.hop_length,
+                    columns=self.columns)  # fmt: skip
+
     def window_phones(self, track, frame_indices, rate: float = 1.0, offset: int = 0) -> np.ndarray:
         """The labels of a phone track (phones.phone_track) under each column of frames' windows, (T, columns)."""
-        return column_phones(track, frame_indices, rate, offset, self.config.fps, self.config.window_samples,
-                             self.config.hop_length, self.columns)  # fmt: skip
+        return column_phones(track, frame_indices, rate, offset, **self._window_geometry)
 
     def labels_needed(self, frame_indices) -> np.ndarray:
         """For each frame, how long a phone track must be for `window_phones` to see all of its columns."""
-        return label_indices(frame_indices, 1.0, 0, self.config.fps, self.config.window_samples,
-                             self.config.hop_length, self.columns).max(axis=1) + 1  # fmt: skip
+        return label_indices(frame_indices, **self._window_geometry).max(axis=1) + 1
 
     def recognise(self, audio: torch.Tensor) -> torch.Tensor:
         """Phone labels B×T×columns for windows B×T×window_samples that are whole clips from their frame 0:
