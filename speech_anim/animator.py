@@ -3,7 +3,7 @@
 `Animator` is a thin object over the generator and the pre/post-processing (face alignment, audio
 framing, paste-back, video writing), in the manner of a diffusers pipeline. Long audio is generated
 in chunks that carry the generator's recurrent state, so memory stays bounded and the frames are
-the same as one pass would give.
+the same as one pass would give (to float rounding).
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ class Animator:
 
         A frame is produced as soon as its whole 0.2 s window has arrived, so the output lags the
         input by 0.1 s plus half a frame (plus a model frame at an `fps` other than the model's); the
-        frames equal those of `__call__` on the whole audio with the same seed and fps. Memory is bounded by the chunk size, not the stream length.
+        frames are those of `__call__` on the whole audio with the same seed and fps, to float rounding
+        (computed in other chunks, a pixel value can round the other way by 1). Memory is bounded by the chunk size, not the stream length.
         """
         fps = self._output_fps(fps)
         photo = load_image(image)

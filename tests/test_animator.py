@@ -54,12 +54,12 @@ def test_animates_a_photo_and_writes_a_playable_mp4(animator, tmp_path, speech):
     assert abs(info["duration"] - len(speech) / 16000) <= 1 / 25 + 1e-3
 
 
-def test_seed_controls_the_noise(animator, speech):
+def test_seed_controls_the_noise(animator, speech, frames_match):
     a = animator(PHOTO, (speech, 16000), seed=0).frames
     b = animator(PHOTO, (speech, 16000), seed=0).frames
     c = animator(PHOTO, (speech, 16000), seed=1).frames
-    np.testing.assert_array_equal(a, b)
-    assert np.abs(a.astype(int) - c).max() > 0
+    frames_match(a, b)
+    assert np.count_nonzero(a != c) > 100  # an untrained model's noise moves pixels by 1, but many (545)
 
 
 def test_paste_back_gives_full_resolution_frames(animator, speech):
@@ -88,26 +88,26 @@ def test_saving_a_pasted_result_pastes_one_frame_at_a_time(animator, speech, tmp
     assert np.abs(back.astype(int) - result.frames).mean() < 3
 
 
-def test_streaming_equals_one_pass(animator, speech):
+def test_streaming_equals_one_pass(animator, speech, frames_match):
     whole = animator(PHOTO, (speech, 16000), seed=5).frames
     chunks = [speech[i : i + 1111] for i in range(0, len(speech), 1111)]
     streamed = list(animator.stream(PHOTO, chunks, seed=5))
     assert len(streamed) > 10  # frames come out as audio arrives, not all at the end
-    np.testing.assert_array_equal(np.concatenate(streamed), whole)
+    frames_match(np.concatenate(streamed), whole)
 
 
-def test_long_audio_is_generated_in_chunks_like_one_pass(animator, speech):
+def test_long_audio_is_generated_in_chunks_like_one_pass(animator, speech, frames_match):
     """Past CHUNK_FRAMES the generator runs in pieces; the carried state makes that invisible."""
     long = np.concatenate([speech, speech])  # 149 frames: two chunks
     result = animator(PHOTO, (long, 16000), seed=2)
     assert len(result.frames) == num_frames(len(long)) == 149
     first = animator(PHOTO, (long[:47648], 16000), seed=2).frames
     # The first 70 frames' windows lie wholly inside the first copy, so they are identical.
-    np.testing.assert_array_equal(result.frames[:70], first[:70])
+    frames_match(result.frames[:70], first[:70])
 
 
 @pytest.mark.parametrize("fps", [30.0, 12.5])
-def test_other_frame_rates_show_the_model_frames_at_their_own_times(animator, speech, tmp_path, fps):
+def test_other_frame_rates_show_the_model_frames_at_their_own_times(animator, speech, tmp_path, fps, frames_match):
     """The model runs at 25 fps whatever the output rate, so a blink or a word keeps its duration:
     output frame k shows the 25 fps frame on screen at its middle, (k + 0.5) / fps."""
     native = animator(PHOTO, (speech, 16000), seed=6).frames
@@ -115,11 +115,11 @@ def test_other_frame_rates_show_the_model_frames_at_their_own_times(animator, sp
     count = num_frames(len(speech), fps)
     shown = [min(int((k + 0.5) * 25.0 / fps), len(native) - 1) for k in range(count)]
     assert result.fps == fps and len(result.frames) == count
-    np.testing.assert_array_equal(result.frames, native[shown])
+    frames_match(result.frames, native[shown])
     chunks = [speech[i : i + 999] for i in range(0, len(speech), 999)]
     streamed = list(animator.stream(PHOTO, chunks, seed=6, fps=fps))
     assert len(streamed) > 5
-    np.testing.assert_array_equal(np.concatenate(streamed), result.frames)
+    frames_match(np.concatenate(streamed), result.frames)
     info = probe(result.save(tmp_path / "out.mp4"))
     assert abs(info["duration"] - len(speech) / 16000) <= 1 / fps + 1e-3
 
@@ -171,10 +171,10 @@ def test_bad_inputs_raise_one_line_errors(animator, tmp_path, speech):
         assert message and "\n" not in message, message
 
 
-def test_animate_crop_takes_an_aligned_face_without_detection(animator, speech):
+def test_animate_crop_takes_an_aligned_face_without_detection(animator, speech, frames_match):
     crop = animator.align(PHOTO).crop
     frames = animator.animate_crop(crop, (speech, 16000), seed=3)
-    np.testing.assert_array_equal(frames, animator(PHOTO, SPEECH, seed=3).frames)
+    frames_match(frames, animator(PHOTO, SPEECH, seed=3).frames)
     with pytest.raises(ImageError, match="128×96×3"):
         animator.animate_crop(crop[:64], (speech, 16000))
 
@@ -221,7 +221,7 @@ def test_cli_errors_are_one_line_without_traceback(checkpoint, tmp_path):
         assert not (tmp_path / "x.mp4").exists()
 
 
-def test_an_eye_input_generator_streams_like_one_pass_and_its_seed_draws_the_eyes(tmp_path, speech):
+def test_an_eye_input_generator_streams_like_one_pass_and_its_seed_draws_the_eyes(tmp_path, speech, frames_match):
     torch.manual_seed(0)
     generator = Generator(GeneratorConfig(width=0.125, output="blend", eye_input=True))
     with torch.no_grad():  # as if trained: the closure changes the eye region
@@ -230,6 +230,6 @@ def test_an_eye_input_generator_streams_like_one_pass_and_its_seed_draws_the_eye
     animator = Animator(generator, device="cpu")
     whole = animator(PHOTO, (speech, 16000), seed=5).frames
     chunks = [speech[i : i + 1111] for i in range(0, len(speech), 1111)]
-    np.testing.assert_array_equal(np.concatenate(list(animator.stream(PHOTO, chunks, seed=5))), whole)
+    frames_match(np.concatenate(list(animator.stream(PHOTO, chunks, seed=5))), whole)
     other = animator(PHOTO, (speech, 16000), seed=6).frames
-    assert not np.array_equal(other, whole)
+    assert np.abs(other.astype(int) - whole).max() > 1
