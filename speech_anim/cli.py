@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 
 from .errors import SpeechAnimError
@@ -38,6 +39,8 @@ def _add_animate(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--paste-back", action="store_true", help="paste the face back into the full photo")
     p.add_argument("--backend", default="dlib", choices=["dlib", "insightface"], help="face detector")
+    p.add_argument("--json", action="store_true",
+                   help="print the run as one JSON object (video, frames, seed, face box, blinks) instead of text")
     p.set_defaults(func=_run_animate)
 
 
@@ -47,6 +50,7 @@ def _run_animate(args) -> int:
     from tqdm.auto import tqdm
 
     from .animator import Animator
+    from .blinks import video_blinks
 
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
@@ -68,7 +72,18 @@ def _run_animate(args) -> int:
         )
         # Pasted back and encoded a frame at a time: memory stays that of the crops for any photo size.
         result.save(out, progress=progress)
+    # Measured on the generated crops, as the app does: the blink detector of `speech-anim blinks`.
+    blinks = video_blinks(result.crops, fps=result.fps)
+    if args.json:
+        record = dict(video=str(out), frames=result.num_frames, duration=round(result.duration, 3), fps=result.fps,
+                      seed=result.seed, face_box=list(result.face_box), blinks=blinks.to_dict(ear=False))
+        print(json.dumps(record))
+        return 0
     print(f"wrote {out} ({result.num_frames} frames, {result.duration:.2f} s, seed {result.seed})")
+    line = f"blinks: {len(blinks.blinks)} ({blinks.blinks_per_second:.2f} per second)"
+    if blinks.blinks:
+        line += f", median {blinks.median_duration:.2f} s, mean {blinks.mean_duration:.2f} s"
+    print(line)
     return 0
 
 

@@ -197,9 +197,29 @@ def test_cli_animate_writes_video(checkpoint, tmp_path, capsys):
     code = main(["animate", "--image", str(PHOTO), "--audio", str(SPEECH), "--out", str(out),
                  "--checkpoint", str(checkpoint), "--seed", "4", "--paste-back"])
     assert code == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"wrote {out} (75 frames") and printed[1].startswith("blinks: ")
     info = probe(out)
     assert (info["width"], info["height"]) == (512, 512) and info["audio_codec"] == "aac"
+
+
+def test_cli_animate_reports_the_run_and_its_blinks_as_json(checkpoint, tmp_path, capsys):
+    import json
+
+    from speech_anim.blinks import video_blinks
+
+    out = tmp_path / "talking.mp4"
+    assert main(["animate", "--image", str(PHOTO), "--audio", str(SPEECH), "--out", str(out),
+                 "--checkpoint", str(checkpoint), "--fps", "30", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["video"] == str(out) and record["frames"] == 90 and record["fps"] == 30.0 and record["seed"] == 0
+    x0, y0, x1, y1 = record["face_box"]
+    assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
+    # The blinks are those of the crops the model made (the file's frames went through H.264).
+    crops = Animator.from_pretrained(checkpoint, device="cpu")(PHOTO, SPEECH, fps=30).crops
+    expected = video_blinks(crops, fps=30).to_dict(ear=False)
+    spans = lambda stats: [(blink["start"], blink["end"]) for blink in stats["blinks"]]  # noqa: E731
+    assert spans(record["blinks"]) == spans(expected) and record["blinks"]["num_frames"] == 90
 
 
 def test_cli_errors_are_one_line_without_traceback(checkpoint, tmp_path):
