@@ -58,7 +58,7 @@ def build_demo(checkpoint: str | None = None, concurrency_limit: int | None = No
     default = str(checkpoint) if checkpoint is not None else default_checkpoint()
     cap = max_audio_seconds()
 
-    def run(photo, speech, seed, paste_back, model, progress=gr.Progress()):
+    def run(photo, speech, seed, paste_back, model, face=None, progress=gr.Progress()):
         if photo is None:
             raise _error("add a photo with one clearly visible face (upload it or use the webcam)")
         if speech is None:
@@ -67,7 +67,7 @@ def build_demo(checkpoint: str | None = None, concurrency_limit: int | None = No
         chosen = (model or "").strip() or default
         try:
             result = animate(
-                image_path, audio_path, seed=seed, paste_back=bool(paste_back), checkpoint=chosen,
+                image_path, audio_path, seed=seed, paste_back=bool(paste_back), checkpoint=chosen, face=face,
                 progress=lambda fraction, stage: progress(fraction, desc=stage),
             )
         except SpeechAnimError as error:
@@ -121,6 +121,9 @@ def build_demo(checkpoint: str | None = None, concurrency_limit: int | None = No
                         placeholder="a folder saved with save_pretrained, or a Hub repo id (user/model)",
                         info=f"empty: {checkpoint_label(default)}",
                     )
+                    face = gr.Number(label="Face", value=None, precision=0, minimum=0,
+                                     info="in a group photo, the face to animate, counted from 0 from the left; "
+                                          "empty: the largest")
                 button = gr.Button("Animate", variant="primary", elem_id="animate-button")
                 gr.Examples(
                     examples=[
@@ -158,7 +161,7 @@ def build_demo(checkpoint: str | None = None, concurrency_limit: int | None = No
         # one-line message naming it, not gradio's generic error; gradio still checks the paths.
         button.click(
             run,
-            inputs=[photo, speech, seed, paste_back, model],
+            inputs=[photo, speech, seed, paste_back, model, face],
             outputs=[video, crop, summary, blinks, plot, status],
             api_name="animate",
             preprocess=False,

@@ -126,9 +126,10 @@ class Animator:
             raise AudioError(f"fps must be a positive number of frames per second, got {fps!r}")
         return float(fps)
 
-    def align(self, image) -> AlignedFace:
-        """Find the face in `image` and warp it onto the canonical 128×96 crop."""
-        return self.aligner.align(load_image(image))
+    def align(self, image, face: int | None = None) -> AlignedFace:
+        """Find the face in `image` (the largest, or number `face` from the left, counting from 0) and warp
+        it onto the canonical 128×96 crop."""
+        return self.aligner.align(load_image(image), face)
 
     def __call__(
         self,
@@ -138,18 +139,20 @@ class Animator:
         fps: float | None = None,
         paste_back: bool = False,
         progress: Progress | None = None,
+        face: int | None = None,
     ) -> AnimationResult:
         """Animate `image` (path, PIL image or H×W×3 uint8) with `audio` (path or (array, sr)).
 
         `fps` is the output video's rate (default: the model's own, 25). The model always runs at the rate
         it was trained at, so that blinks and lip movements keep their real durations; other rates show
         the frame on screen at each output frame's middle (frames repeated or dropped, never blended).
+        `face` picks a face in a photo of several, counted from 0 from the left (default: the largest).
         """
         fps = self._output_fps(fps)
         report = progress or (lambda fraction, stage: None)
         report(0.0, "aligning the face")
         photo = load_image(image)
-        aligned = self.aligner.align(photo)
+        aligned = self.aligner.align(photo, face)
         signal = load_audio(audio)
         total = num_frames(len(signal), fps)
         if total < 1:
@@ -183,7 +186,8 @@ class Animator:
         return np.concatenate(list(self._generate(crop, _single_chunk(signal), seed, fps)))
 
     def stream(
-        self, image, audio_chunks: Iterable[np.ndarray], seed: int = 0, fps: float | None = None, paste_back=False
+        self, image, audio_chunks: Iterable[np.ndarray], seed: int = 0, fps: float | None = None, paste_back=False,
+        face: int | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield frames (t×H×W×3 uint8) as audio chunks (16 kHz mono float arrays) arrive.
 
@@ -194,7 +198,7 @@ class Animator:
         """
         fps = self._output_fps(fps)
         photo = load_image(image)
-        aligned = self.aligner.align(photo)
+        aligned = self.aligner.align(photo, face)
         paster = PasteBack(photo, aligned) if paste_back else None
         for frames in self._generate(aligned.crop, audio_chunks, seed, fps):
             yield _paste(paster, frames)

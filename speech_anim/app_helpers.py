@@ -25,7 +25,7 @@ from PIL import Image
 from .animator import DEFAULT_CHECKPOINT, Animator
 from .audio import SAMPLE_RATE, load_audio
 from .blinks import BlinkStats, video_blinks
-from .errors import AudioError, CheckpointError, SpeechAnimError
+from .errors import AudioError, CheckpointError, FaceError, SpeechAnimError
 from .face import load_image
 from .video import write_video
 
@@ -143,14 +143,17 @@ def animate(
     paste_back: bool = True,
     checkpoint: str | None = None,
     progress: Progress | None = None,
+    face=None,
 ) -> AppResult:
     """Animate a photo (path / PIL / array) with speech (path or (array, sr)); see `AppResult`.
+    `face`: in a photo of several, the face to animate, counted from 0 from the left (None: the largest).
 
     Raises `SpeechAnimError` subclasses with one-line messages for anything wrong with the inputs.
     """
     report = progress or (lambda fraction, stage: None)
     started = time.perf_counter()
     seed = _check_seed(seed)
+    face = _check_face(face)
 
     report(0.0, "reading the photo and the speech")
     photo = _shrink(load_image(image))
@@ -167,6 +170,7 @@ def animate(
         (signal, SAMPLE_RATE),
         seed=seed,
         paste_back=paste_back,
+        face=face,
         progress=lambda fraction, stage: report(0.05 + 0.75 * fraction, stage),
     )
 
@@ -218,6 +222,20 @@ def _check_seed(seed) -> int:
         value = float("nan")
     if not (value.is_integer() and 0 <= value < 2**63):
         raise SeedError(f"the seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
+    return int(value)
+
+
+def _check_face(face) -> int | None:
+    """None (the largest face) or a whole number: a page's number field sends 1.0 as readily as 1."""
+    if face is None or face == "":
+        return None
+    try:
+        value = float(face)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (value.is_integer() and value >= 0):
+        raise FaceError(f"the face number must be a whole number from 0 (the leftmost face), got {face!r}; "
+                        "leave it empty for the largest face")
     return int(value)
 
 

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 
 from .errors import SpeechAnimError
 
@@ -38,6 +39,8 @@ def _add_animate(subparsers) -> None:
                         "frames are repeated or dropped to fill this one")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--paste-back", action="store_true", help="paste the face back into the full photo")
+    p.add_argument("--face", type=int, default=None,
+                   help="in a photo of several faces, the one to animate, counted from 0 from the left (default: the largest)")
     p.add_argument("--backend", default="dlib", choices=["dlib", "insightface"], help="face detector")
     p.add_argument("--json", action="store_true",
                    help="print the run as one JSON object (video, frames, seed, face box, blinks) instead of text")
@@ -68,7 +71,8 @@ def _run_animate(args) -> int:
             bar.update(round(100 * fraction) - bar.n)
 
         result = animator(
-            args.image, args.audio, seed=args.seed, fps=args.fps, paste_back=args.paste_back, progress=progress
+            args.image, args.audio, seed=args.seed, fps=args.fps, paste_back=args.paste_back, progress=progress,
+            face=args.face,
         )
         # Pasted back and encoded a frame at a time: memory stays that of the crops for any photo size.
         result.save(out, progress=progress)
@@ -106,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Warnings (several faces in a photo, audio cut to the frames) read like the errors: one line each.
+    plain = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"speech-anim {args.command}: warning: {message}\n"
     try:
         return int(args.func(args) or 0)
     except SpeechAnimError as exc:
@@ -114,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"speech-anim {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = plain
 
 
 if __name__ == "__main__":

@@ -359,20 +359,22 @@ class FaceAligner:
         self.backend = backend
         self._scrfd = _scrfd(insightface_model) if backend == "insightface" else None
 
-    def detect(self, image) -> tuple:
-        """The largest face's box (x0, y0, x1, y1) in dlib's convention; warns when several faces."""
+    def detect(self, image, face: int | None = None) -> tuple:
+        """A face's box (x0, y0, x1, y1) in dlib's convention: the largest one (warning when there are
+        several), or face number `face` counted from 0 from left to right."""
         image, name = _image_and_name(image)
-        return self._detect(image, name)[0]
+        return self._detect(image, name, face)[0]
 
     def landmarks(self, image, box) -> np.ndarray:
         """68 iBUG landmarks (68, 2) float32 inside a face box from `detect`."""
         image, _ = _image_and_name(image)
         return _predict(image, box)
 
-    def align(self, image) -> AlignedFace:
-        """Detect, find landmarks and warp to the canonical crop."""
+    def align(self, image, face: int | None = None) -> AlignedFace:
+        """Detect (the largest face, or number `face` from the left: see `detect`), find landmarks and
+        warp to the canonical crop."""
         image, name = _image_and_name(image)
-        box, keypoints = self._detect(image, name)
+        box, keypoints = self._detect(image, name, face)
         landmarks = _predict(image, box)
         if keypoints is None:
             matrix = similarity_transform(landmarks[STABLE_POINTS], _canonical()[STABLE_POINTS])
@@ -383,7 +385,7 @@ class FaceAligner:
             box=box, landmarks=landmarks, image_shape=image.shape[:2],
         )
 
-    def _detect(self, image: np.ndarray, name: str):
+    def _detect(self, image: np.ndarray, name: str, face: int | None = None):
         if self._scrfd is None:
             boxes, scores, keypoints = *_detect_hog(image), None
         else:
@@ -395,10 +397,22 @@ class FaceAligner:
         confident = scores >= WEAK_DETECTION * scores.max()
         boxes = boxes[confident]
         keypoints = keypoints[confident] if keypoints is not None else None
+        # Numbered from left to right, the order in which a person reads a group photo.
+        order = np.argsort((boxes[:, 0] + boxes[:, 2]) / 2, kind="stable")
+        boxes = boxes[order]
+        keypoints = keypoints[order] if keypoints is not None else None
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        best = int(np.argmax(areas))
-        if len(boxes) > 1:
-            warnings.warn(f"{len(boxes)} faces found in {name}; animating the largest", stacklevel=3)
+        if face is None:
+            best = int(np.argmax(areas))
+            if len(boxes) > 1:
+                warnings.warn(f"{len(boxes)} faces found in {name}; animating the largest, number {best} from the "
+                              f"left (counting from 0): pass face=N (--face N) for another", stacklevel=3)
+        elif isinstance(face, bool) or not isinstance(face, (int, np.integer)) or not 0 <= face < len(boxes):
+            found = f"1 face was found in {name}: use face=0" if len(boxes) == 1 else (
+                f"{len(boxes)} faces were found in {name}: use face=0 to {len(boxes) - 1}, counted from the left")
+            raise FaceError(f"there is no face number {face!r}; {found} (or leave it out for the largest)")
+        else:
+            best = int(face)
         if keypoints is not None:
             keypoints = keypoints[best]
             box = _image_box(invert_transform(similarity_transform(keypoints, canonical_five_points())))

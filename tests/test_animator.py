@@ -241,6 +241,23 @@ def test_cli_errors_are_one_line_without_traceback(checkpoint, tmp_path):
         assert not (tmp_path / "x.mp4").exists()
 
 
+def test_cli_picks_a_face_and_warns_in_one_line(checkpoint, tmp_path):
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))
+    pair = tmp_path / "pair.png"
+    Image.fromarray(np.concatenate([photo, photo[:, ::-1]], 1)).save(pair)
+    base = [sys.executable, "-m", "speech_anim.cli", "animate", "--image", str(pair), "--audio", str(SPEECH),
+            "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.mp4"), "--json"]
+    largest = subprocess.run(base, capture_output=True, text=True)
+    assert largest.returncode == 0, largest.stderr
+    warned = [line for line in largest.stderr.splitlines() if line.strip()]
+    assert len(warned) == 1 and warned[0].startswith("speech-anim animate: warning: 2 faces found"), largest.stderr
+    right = subprocess.run([*base, "--face", "1"], capture_output=True, text=True)
+    assert right.returncode == 0 and not right.stderr.strip(), right.stderr
+    import json
+
+    assert json.loads(right.stdout)["face_box"][0] > 512 > json.loads(largest.stdout)["face_box"][2]
+
+
 def test_an_eye_input_generator_streams_like_one_pass_and_its_seed_draws_the_eyes(tmp_path, speech, frames_match):
     torch.manual_seed(0)
     generator = Generator(GeneratorConfig(width=0.125, output="blend", eye_input=True))

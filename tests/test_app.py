@@ -72,12 +72,12 @@ def client(tmp_path_factory):
     demo.close()
 
 
-def submit(client, photo, speech, seed=0, paste_back=True, model=""):
+def submit(client, photo, speech, seed=0, paste_back=True, model="", face=None):
     from gradio_client import handle_file
 
     return client.submit(
         photo=handle_file(str(photo)) if photo else None, speech=handle_file(str(speech)) if speech else None,
-        seed=seed, paste_back=paste_back, model=model, api_name="/animate",
+        seed=seed, paste_back=paste_back, model=model, face=face, api_name="/animate",
     )
 
 
@@ -163,6 +163,25 @@ def test_bad_inputs_give_a_one_line_message(client, tmp_path, make_input, expect
     message = raised.value.message
     assert expected in message and "\n" not in message and "Traceback" not in message
     assert "/tmp/gradio" not in message  # server paths are replaced by the user's file names
+
+
+def test_a_face_of_a_group_photo_is_picked_by_its_number(client, tmp_path):
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))
+    pair = tmp_path / "pair.png"
+    Image.fromarray(np.concatenate([photo, photo[:, ::-1]], 1)).save(pair)
+    short = write_speech(tmp_path / "short.wav", 0.4)
+    crops = [np.asarray(Image.open(animate(client, pair, short, face=face, paste_back=False)[1]).convert("RGB"))
+             for face in (0, 1.0)]  # a number field may send 1.0
+    # The right face is the left one mirrored: its crop is the left one's crop mirrored.
+    assert np.abs(crops[1][:, ::-1].astype(int) - crops[0]).mean() < 10
+    assert np.abs(crops[1].astype(int) - crops[0]).mean() > 2 * np.abs(crops[1][:, ::-1].astype(int) - crops[0]).mean()
+    for wrong, expected in ((2, "use face=0 to 1"), (0.5, "whole number from 0")):
+        with pytest.raises(AppError, match=expected) as raised:
+            animate(client, pair, short, face=wrong)
+        assert "\n" not in raised.value.message and "/tmp/gradio" not in raised.value.message
 
 
 def test_speech_over_the_cap_is_refused_with_the_cap(client, monkeypatch):

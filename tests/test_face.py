@@ -220,6 +220,27 @@ def test_largest_of_several_faces_wins_with_a_warning(aligner, astronaut):
     assert box[0] > head.shape[1] and box[2] - box[0] > 100  # the bigger face, on the right
 
 
+def test_a_face_is_picked_by_its_number_from_the_left(aligner, astronaut, recwarn):
+    head = astronaut[20:280, 100:340]
+    big = cv2.resize(head, None, fx=1.4, fy=1.4, interpolation=cv2.INTER_CUBIC)
+    both = np.zeros((big.shape[0], big.shape[1] + head.shape[1], 3), np.uint8)
+    both[:, : big.shape[1]] = big  # the larger face on the left this time
+    both[: head.shape[0], big.shape[1]:] = head
+    with pytest.warns(UserWarning, match=r"animating the largest, number 0 from the left.*--face N"):
+        assert aligner.detect(both)[0] < big.shape[1]
+    recwarn.clear()
+    left, right = aligner.detect(both, face=0), aligner.detect(both, face=1)
+    assert left[2] < big.shape[1] < right[0] and right[2] - right[0] < left[2] - left[0]
+    aligned = aligner.align(both, face=1)
+    assert np.allclose(aligned.box, right) and not recwarn.list  # a face asked for: nothing to warn about
+    for wrong in (2, -1, True, 0.5):
+        with pytest.raises(FaceError, match="use face=0 to 1, counted from the left") as error:
+            aligner.align(both, face=wrong)
+        one_line(error)
+    with pytest.raises(FaceError, match="1 face was found in .*: use face=0"):
+        aligner.detect(astronaut, face=1)
+
+
 def test_a_far_weaker_detection_is_not_taken_for_the_face(aligner, astronaut, monkeypatch):
     # HOG scores the astronaut's face 1.55 and, in frames of her pasted-back video, a 105 px patch
     # of her suit 0.04: the suit is larger, so "the largest face" measured blinks on cloth.
