@@ -458,17 +458,18 @@ class Generator(nn.Module, SafeHubMixin):
             # eye_gain and eye_curve, measured on the renderer (scripts/eye_response.py), apply to the warp too.
             lids = 1.0 - openness.to(displacement) if self.config.eyelids != "decoder" else None
             still = warp_still(state.still, state.still_landmarks, displacement, lids)  # B×T×3×H×W
-        if self.config.eyelids == "warp":  # decoded with open eyes (closure 0, whose eye maps add nothing) only
-            opened = torch.cat([latent, latent.new_zeros(batch, frames, 1)], -1)
+        if self.config.eye_input:  # the latent with open eyes: closure 0, whose eye maps add nothing
+            shut = latent.new_zeros(batch, frames)
+            opened = torch.cat([latent, shut[..., None]], -1)
+        if self.config.eyelids == "warp":  # decoded with open eyes only
             video = self.decoder(opened, state.skips, still, return_layers=return_layers)
         elif not self.config.eye_input:
             video = self.decoder(latent, state.skips, still, return_layers=return_layers)
         else:
-            # Decoded twice in one batch, with the frame's eyes and with open eyes (closure 0, which adds
-            # nothing): the first inside the eye region, the second everywhere else.
+            # Decoded twice in one batch, with the frame's eyes and with open eyes: the first inside the
+            # eye region, the second everywhere else.
             closure = 1.0 - openness.to(z_c)
-            shut = torch.zeros_like(closure)
-            both = torch.cat([torch.cat([latent, closure[..., None]], -1), torch.cat([latent, shut[..., None]], -1)])
+            both = torch.cat([torch.cat([latent, closure[..., None]], -1), opened])
             skips = [skip.repeat(2, 1, 1, 1) for skip in state.skips]
             still = None if still is None else still.repeat(2, *[1] * (still.dim() - 1))
             out = self.decoder(both, skips, still, return_layers=return_layers, closure=torch.cat([closure, shut]))
