@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, WINDOW_SAMPLES, load_audio, num_frames
-from .errors import AudioError, CheckpointError, DeviceError, ImageError
+from .errors import AudioError, CheckpointError, DeviceError, ImageError, SeedError
 from .face import AlignedFace, FaceAligner, PasteBack, crop_landmarks, load_image
 from .models.generator import FRAME_HEIGHT, FRAME_WIDTH, Generator
 from .phones import PhoneStream
@@ -148,7 +148,7 @@ class Animator:
         the frame on screen at each output frame's middle (frames repeated or dropped, never blended).
         `face` picks a face in a photo of several, counted from 0 from the left (default: the largest).
         """
-        fps = self._output_fps(fps)
+        fps, seed = self._output_fps(fps), _check_seed(seed)
         report = progress or (lambda fraction, stage: None)
         report(0.0, "aligning the face")
         photo = load_image(image)
@@ -179,7 +179,7 @@ class Animator:
         if not (isinstance(crop, np.ndarray) and crop.shape == (FRAME_HEIGHT, FRAME_WIDTH, 3) and crop.dtype == np.uint8):
             shape = getattr(crop, "shape", type(crop).__name__)
             raise ImageError(f"crop must be a {FRAME_HEIGHT}×{FRAME_WIDTH}×3 uint8 aligned face, got {shape}; use __call__ for photos")
-        fps = self._output_fps(fps)
+        fps, seed = self._output_fps(fps), _check_seed(seed)
         signal = load_audio(audio)
         if num_frames(len(signal), fps) < 1:
             raise AudioError("the audio is shorter than one video frame: give at least 0.04 s of speech")
@@ -196,7 +196,7 @@ class Animator:
         frames are those of `__call__` on the whole audio with the same seed and fps, to float rounding
         (computed in other chunks, a pixel value can round the other way by 1). Memory is bounded by the chunk size, not the stream length.
         """
-        fps = self._output_fps(fps)
+        fps, seed = self._output_fps(fps), _check_seed(seed)
         photo = load_image(image)
         aligned = self.aligner.align(photo, face)
         paster = PasteBack(photo, aligned) if paste_back else None
@@ -278,6 +278,14 @@ def _retime(model_frames: Iterable[np.ndarray], model_fps: float, fps: float, re
 
 def _paste(paster: PasteBack | None, frames: np.ndarray) -> np.ndarray:
     return np.stack([paster(frame) for frame in frames]) if paster else frames
+
+
+def _check_seed(seed) -> int:
+    """A whole-number seed that torch's generators take, with EYE_SEED_OFFSET added too."""
+    whole = isinstance(seed, numbers.Integral) or (isinstance(seed, numbers.Real) and float(seed).is_integer())
+    if isinstance(seed, bool) or not whole or not -(2**63) <= seed < 2**63:
+        raise SeedError(f"the seed must be a whole number from -2^63 to 2^63 - 1, got {seed!r}")
+    return int(seed)
 
 
 def _device(device) -> torch.device:

@@ -25,7 +25,7 @@ from PIL import Image
 from .animator import DEFAULT_CHECKPOINT, Animator
 from .audio import SAMPLE_RATE, load_audio
 from .blinks import BlinkStats, video_blinks
-from .errors import AudioError, CheckpointError, FaceError, SpeechAnimError
+from .errors import AudioError, CheckpointError, FaceError, SeedError, SpeechAnimError
 from .face import load_image
 from .video import write_video
 
@@ -48,10 +48,6 @@ SUMMARY_NAMES = ["Blinks", "Blinks per second", "Mean blink duration (s)", "Medi
 BLINK_HEADERS = ["Blink", "Start (s)", "End (s)", "Duration (s)", "Min EAR"]
 
 Progress = Callable[[float, str], None]
-
-
-class SeedError(SpeechAnimError, ValueError):
-    """The seed is not a non-negative whole number."""
 
 
 @dataclass

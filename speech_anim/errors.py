@@ -32,3 +32,7 @@ class VideoError(SpeechAnimError, ValueError):
 
 class DeviceError(SpeechAnimError, ValueError):
     """The device asked for does not exist or this PyTorch cannot use it."""
+
+
+class SeedError(SpeechAnimError, ValueError):
+    """The seed is not a whole number in the range the random generators take."""

@@ -13,7 +13,7 @@ from speech_anim import Animator
 from speech_anim.animator import DEFAULT_CHECKPOINT
 from speech_anim.audio import load_audio, num_frames
 from speech_anim.cli import main
-from speech_anim.errors import AudioError, CheckpointError, DeviceError, FaceError, ImageError
+from speech_anim.errors import AudioError, CheckpointError, DeviceError, FaceError, ImageError, SeedError
 from speech_anim.models.generator import Generator, GeneratorConfig
 from speech_anim.video import probe
 
@@ -124,10 +124,14 @@ def test_other_frame_rates_show_the_model_frames_at_their_own_times(animator, sp
     assert abs(info["duration"] - len(speech) / 16000) <= 1 / fps + 1e-3
 
 
-def test_frame_rate_and_device_are_checked(checkpoint, animator, speech):
+def test_frame_rate_seed_and_device_are_checked(checkpoint, animator, speech):
     for fps in (0, -25, float("nan")):
         with pytest.raises(AudioError, match="fps must be a positive"):
             animator(PHOTO, (speech, 16000), fps=fps)
+    for seed in (2**64, -(2**63) - 1, 0.5, True, "3"):  # 2^64 overflowed inside torch with a traceback
+        with pytest.raises(SeedError, match="whole number from -2"):
+            animator(PHOTO, (speech[:3200], 16000), seed=seed)
+    assert animator(PHOTO, (speech[:3200], 16000), seed=2**63 - 1).seed == 2**63 - 1
     with pytest.raises(DeviceError, match="use cpu, cuda"):
         Animator.from_pretrained(checkpoint, device="gpu")
     if not torch.cuda.is_available():
