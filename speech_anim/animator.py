@@ -141,7 +141,8 @@ class Animator:
         progress: Progress | None = None,
         face: int | None = None,
     ) -> AnimationResult:
-        """Animate `image` (path, PIL image or H×W×3 uint8) with `audio` (path or (array, sr)).
+        """Animate `image` (path, PIL image, H×W×3 uint8, or a file's bytes or open binary file) with `audio`
+        (path, (array, sr), or a file's bytes or open binary file).
 
         `fps` is the output video's rate (default: the model's own, 25). The model always runs at the rate
         it was trained at, so that blinks and lip movements keep their real durations; other rates show

@@ -10,7 +10,9 @@ samples on each side and then steps by the hop), so the windows of `T` frames co
 
 import io
 import math
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +45,21 @@ def load_audio(source, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if isinstance(source, tuple):
         signal, source_rate = _from_array(source)
         name = "the audio array"
-    elif isinstance(source, (str, Path)):
+    elif isinstance(source, (str, os.PathLike)):
         signal, source_rate = _from_file(Path(source))
         name = str(source)
+    elif hasattr(source, "read") or isinstance(source, (bytes, bytearray, memoryview)):
+        # The bytes of a file (or an open binary file, e.g. a web framework's upload), in any format
+        # ffmpeg reads.
+        data = source.read() if hasattr(source, "read") else source
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise AudioError(f"an audio file object must be opened in binary mode ('rb'); it gave a {type(data).__name__}")
+        signal, source_rate = _from_bytes(bytes(data))
+        name = "the audio bytes"
     else:
         raise AudioError(
-            f"cannot read audio from a {type(source).__name__}: pass a file path or an (array, sample_rate) tuple"
+            f"cannot read audio from a {type(source).__name__}: pass a file path, an (array, sample_rate) "
+            "tuple or the bytes of an audio file"
         )
 
     if signal.size == 0:
@@ -224,6 +235,26 @@ def _from_file(path: Path) -> tuple[np.ndarray, int]:
         except (soundfile.LibsndfileError, RuntimeError, ValueError):
             pass  # e.g. an unusual codec inside the container: ffmpeg may still read it
     return _decode_with_ffmpeg(path)
+
+
+def _from_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    if not data:
+        raise AudioError("the audio bytes are empty (0 bytes): pass the whole recording")
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return samples.mean(axis=1), int(rate)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError):
+        pass  # not a format libsndfile knows (mp3 in old versions, m4a, a video): ffmpeg's turn
+    # A file, not a pipe: MP4 and M4A keep their index at the end, which ffmpeg must seek to.
+    with tempfile.TemporaryDirectory(prefix="speech_anim_") as folder:
+        path = Path(folder) / "audio"
+        path.write_bytes(data)
+        try:
+            return _decode_with_ffmpeg(path)
+        except AudioError as error:
+            raise AudioError(str(error).replace(str(path), "the audio bytes")) from None
 
 
 def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:

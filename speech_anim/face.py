@@ -14,6 +14,7 @@ from SCRFD's five keypoints, so `FaceAligner.landmarks` works the same for both 
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import threading
 import warnings
@@ -77,7 +78,18 @@ def load_image(source) -> np.ndarray:
         return _pil_to_rgb(ImageOps.exif_transpose(source))
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source)
-    raise ImageError(f"cannot use a {type(source).__name__} as an image: pass a file path, a PIL image or an H×W×3 array")
+    if hasattr(source, "read"):  # an open binary file, e.g. a web framework's upload
+        source = source.read()
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        try:
+            with Image.open(io.BytesIO(source)) as image:
+                image.load()
+                return _pil_to_rgb(ImageOps.exif_transpose(image))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise ImageError(f"cannot read the {len(source)} image bytes as a picture: pass the bytes of a JPEG or PNG "
+                             "photo (opened in binary mode)") from None
+    raise ImageError(f"cannot use a {type(source).__name__} as an image: pass a file path, a PIL image, "
+                     "an H×W×3 array or the bytes of an image file")
 
 
 def _pil_to_rgb(image) -> np.ndarray:

@@ -64,6 +64,26 @@ def test_formats_load_in_sync(chirp_files, suffix):
     assert correlation > 0.99
 
 
+@pytest.mark.parametrize("suffix", ["wav", "mp3", "m4a", "mp4"])
+def test_the_bytes_of_a_file_or_an_open_file_load_as_the_file_does(chirp_files, suffix):
+    """For a web service's uploads: no path, no suffix; m4a and mp4 keep their index at the end."""
+    path = chirp_files / f"speech.{suffix}"
+    from_path = load_audio(path)
+    np.testing.assert_array_equal(load_audio(path.read_bytes()), from_path)
+    with open(path, "rb") as handle:
+        np.testing.assert_array_equal(load_audio(handle), from_path)
+
+
+def test_bad_bytes_and_text_files_are_refused_in_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with open(tmp_path / "notes.txt") as text:
+        for source, message in ((b"", "empty"), (b"garbage" * 100, "cannot decode the audio bytes"),
+                                (text, "binary mode")):
+            with pytest.raises(AudioError, match=message) as error:
+                load_audio(source)
+            assert "\n" not in str(error.value) and "speech_anim_" not in str(error.value)  # no temp path
+
+
 @pytest.mark.parametrize("suffix", ["avi", "flv", "mpg"])
 def test_containers_without_gapless_metadata_keep_the_encoder_delay(chirp_files, suffix):
     # These containers cannot say how many priming samples the encoder added, so the decoded track
@@ -232,7 +252,7 @@ def test_video_without_sound(chirp_files):
         ((np.zeros((2, 3, 4)), SR), "1-D or 2-D"),
         ((np.zeros(4000), 0), "positive"),
         ((np.array(["a", "b"]), SR), "must be numbers"),
-        (np.zeros(4000), "pass a file path or an"),
+        (np.zeros(4000), r"pass a file path, an \(array, sample_rate\) tuple"),
     ],
 )
 def test_array_errors(source, message):

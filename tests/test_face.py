@@ -86,6 +86,17 @@ def test_load_image_applies_exif_orientation(tmp_path, astronaut):
     assert face.load_image(tmp_path / "rotated.jpg").shape == (60, 100, 3)
 
 
+def test_load_image_takes_the_bytes_of_a_file_or_an_open_file(tmp_path, astronaut):
+    Image.fromarray(astronaut).save(tmp_path / "face.png")
+    data = (tmp_path / "face.png").read_bytes()
+    assert np.array_equal(face.load_image(data), astronaut)
+    with open(tmp_path / "face.png", "rb") as handle:
+        assert np.array_equal(face.load_image(handle), astronaut)
+    with pytest.raises(ImageError, match="cannot read the 4 image bytes") as error:
+        face.load_image(b"nope")
+    one_line(error)
+
+
 def test_load_image_errors(tmp_path):
     (tmp_path / "notes.jpg").write_text("not an image")
     for source in (tmp_path / "missing.png", tmp_path / "notes.jpg", np.zeros((4, 4, 2), np.uint8), 42):
