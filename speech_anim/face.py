@@ -67,6 +67,9 @@ def load_image(source) -> np.ndarray:
         path = Path(source).expanduser()
         if not path.is_file():
             raise ImageError(f"image file not found: {path}")
+        if path.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg"):
+            raise ImageError(f"{path.name} is a video, and the face comes from one photo: take a frame of it, e.g. "
+                             f"ffmpeg -i {path.name} -frames:v 1 still.png, and pass that")
         try:
             with Image.open(path) as image:
                 image.load()

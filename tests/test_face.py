@@ -105,6 +105,9 @@ def test_load_image_errors(tmp_path):
         one_line(error)
     with pytest.raises(ImageError, match="not found"):
         face.load_image(tmp_path / "missing.png")
+    (tmp_path / "talk.mp4").write_bytes(b"\0" * 100)
+    with pytest.raises(ImageError, match="is a video.*-frames:v 1 still.png"):
+        face.load_image(tmp_path / "talk.mp4")
 
 
 # ---------------------------------------------------------------------------------------------- geometry
