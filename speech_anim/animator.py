@@ -260,10 +260,10 @@ def _retime(model_frames: Iterable[np.ndarray], model_fps: float, fps: float, re
     for frames in model_frames:
         kept = np.concatenate([kept, frames])
         available = first + len(kept)
-        ready = k
+        ready, heard = k, num_frames(received(), fps)
         # A frame is given once the model frame it shows exists and the audio reaches it (at low rates
         # a model frame can exist before the audio holds the output frame showing it).
-        while ready < num_frames(received(), fps) and source(ready) < available:
+        while ready < heard and source(ready) < available:
             ready += 1
         if ready > k:
             yield kept[[source(i) - first for i in range(k, ready)]]

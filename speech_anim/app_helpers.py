@@ -8,6 +8,7 @@ requests can use one copy).
 from __future__ import annotations
 
 import atexit
+import numbers
 import os
 import shutil
 import tempfile
@@ -209,30 +210,36 @@ def user_message(error: SpeechAnimError, paths: dict[str, str] | None = None) ->
     return message
 
 
+def _whole_number(value) -> int | None:
+    """`value` as an int when it is a whole number, else None. A page's number field sends 1.0 as
+    readily as 1; integers are taken as they are, not through a float (2^63 - 1 would round up)."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
 def _check_seed(seed) -> int:
     if seed is None or seed == "":
         return 0
-    try:
-        value = float(seed)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not (value.is_integer() and 0 <= value < 2**63):
+    value = _whole_number(seed)
+    if value is None or not 0 <= value < 2**63:
         raise SeedError(f"the seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
-    return int(value)
+    return value
 
 
 def _check_face(face) -> int | None:
-    """None (the largest face) or a whole number: a page's number field sends 1.0 as readily as 1."""
+    """None (the largest face) or a whole number from 0."""
     if face is None or face == "":
         return None
-    try:
-        value = float(face)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not (value.is_integer() and value >= 0):
+    value = _whole_number(face)
+    if value is None or value < 0:
         raise FaceError(f"the face number must be a whole number from 0 (the leftmost face), got {face!r}; "
                         "leave it empty for the largest face")
-    return int(value)
+    return value
 
 
 def _shrink(photo: np.ndarray) -> np.ndarray:

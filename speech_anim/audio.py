@@ -227,26 +227,29 @@ def _from_file(path: Path) -> tuple[np.ndarray, int]:
         raise AudioError(f"audio file {path} is empty (0 bytes): export the recording again")
 
     if suffix in _SOUNDFILE_EXTENSIONS:
-        import soundfile
-
-        try:
-            samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-            return samples.mean(axis=1), int(rate)
-        except (soundfile.LibsndfileError, RuntimeError, ValueError):
-            pass  # e.g. an unusual codec inside the container: ffmpeg may still read it
+        # None: e.g. an unusual codec inside the container, which ffmpeg may still read.
+        if (decoded := _read_with_soundfile(str(path))) is not None:
+            return decoded
     return _decode_with_ffmpeg(path)
+
+
+def _read_with_soundfile(file) -> tuple[np.ndarray, int] | None:
+    """Mono samples and rate of a path or binary file libsndfile reads, else None."""
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(file, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError):
+        return None
+    return samples.mean(axis=1), int(rate)
 
 
 def _from_bytes(data: bytes) -> tuple[np.ndarray, int]:
     if not data:
         raise AudioError("the audio bytes are empty (0 bytes): pass the whole recording")
-    import soundfile
-
-    try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        return samples.mean(axis=1), int(rate)
-    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError):
-        pass  # not a format libsndfile knows (mp3 in old versions, m4a, a video): ffmpeg's turn
+    # None: not a format libsndfile knows (m4a, a video; mp3 in old versions): ffmpeg's turn.
+    if (decoded := _read_with_soundfile(io.BytesIO(data))) is not None:
+        return decoded
     # A file, not a pipe: MP4 and M4A keep their index at the end, which ffmpeg must seek to.
     with tempfile.TemporaryDirectory(prefix="speech_anim_") as folder:
         path = Path(folder) / "audio"

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .audio import VIDEO_EXTENSIONS
 from .errors import CheckpointError, FaceError, ImageError
 
 CROP_HEIGHT, CROP_WIDTH = 128, 96
@@ -61,22 +62,16 @@ def load_image(source) -> np.ndarray:
     """A photo as H×W×3 uint8 RGB from a path, a PIL image or an array (H×W, H×W×1/3/4; uint8,
     uint16, bool or float in [0, 1]). EXIF orientation is applied; CMYK, palette, grayscale, alpha
     (composited on white) and 16-bit images are converted."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if not path.is_file():
             raise ImageError(f"image file not found: {path}")
-        if path.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg"):
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
             raise ImageError(f"{path.name} is a video, and the face comes from one photo: take a frame of it, e.g. "
                              f"ffmpeg -i {path.name} -frames:v 1 still.png, and pass that")
-        try:
-            with Image.open(path) as image:
-                image.load()
-                return _pil_to_rgb(ImageOps.exif_transpose(image))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ImageError(f"cannot read {path.name} as an image ({reason}): pass a JPEG or PNG photo") from None
+        return _open_image(path, lambda reason: f"cannot read {path.name} as an image ({reason}): pass a JPEG or PNG photo")
     if isinstance(source, Image.Image):
         return _pil_to_rgb(ImageOps.exif_transpose(source))
     if isinstance(source, np.ndarray):
@@ -84,15 +79,25 @@ def load_image(source) -> np.ndarray:
     if hasattr(source, "read"):  # an open binary file, e.g. a web framework's upload
         source = source.read()
     if isinstance(source, (bytes, bytearray, memoryview)):
-        try:
-            with Image.open(io.BytesIO(source)) as image:
-                image.load()
-                return _pil_to_rgb(ImageOps.exif_transpose(image))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise ImageError(f"cannot read the {len(source)} image bytes as a picture: pass the bytes of a JPEG or PNG "
-                             "photo (opened in binary mode)") from None
+        size = len(source)
+        return _open_image(io.BytesIO(source), lambda reason: f"cannot read the {size} image bytes as a picture: "
+                           "pass the bytes of a JPEG or PNG photo (opened in binary mode)")
     raise ImageError(f"cannot use a {type(source).__name__} as an image: pass a file path, a PIL image, "
                      "an H×W×3 array or the bytes of an image file")
+
+
+def _open_image(file, message) -> np.ndarray:
+    """A path or binary file decoded by PIL, upright (EXIF orientation) and RGB; `message(reason)` is the
+    ImageError's text when PIL cannot read it."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            image.load()
+            return _pil_to_rgb(ImageOps.exif_transpose(image))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ImageError(message(reason)) from None
 
 
 def _pil_to_rgb(image) -> np.ndarray:
