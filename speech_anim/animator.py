@@ -78,7 +78,8 @@ class AnimationResult:
                 yield self.paster(crop)
 
     def save(self, path, progress: Progress | None = None) -> Path:
-        """Write H.264 video with the speech muxed in as AAC; `progress(fraction, stage)` as it goes."""
+        """Write the video with the speech muxed in (H.264 + AAC; VP9 + Opus for a .webm `path`);
+        `progress(fraction, stage)` as it goes."""
         report = progress or (lambda fraction, stage: None)
         every = max(1, self.num_frames // 100)  # a hundred reports at most: each may be a message to a page
 

@@ -27,7 +27,7 @@ def _add_animate(subparsers) -> None:
     p = subparsers.add_parser("animate", help="animate a face photo with a speech clip")
     p.add_argument("--image", required=True, help="face photo (jpg, png, ...)")
     p.add_argument("--audio", required=True, help="speech (wav, flac, mp3, ogg, m4a, or a video's audio)")
-    p.add_argument("--out", required=True, help="output video (.mp4)")
+    p.add_argument("--out", required=True, help="output video: .mp4 (H.264 + AAC; also .m4v, .mov, .mkv) or .webm (VP9 + Opus)")
     p.add_argument(
         "--checkpoint",
         default=None,
@@ -48,16 +48,13 @@ def _add_animate(subparsers) -> None:
 
 
 def _run_animate(args) -> int:
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
     from .animator import Animator
     from .blinks import video_blinks
+    from .video import check_output_path
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".mp4":
-        raise SpeechAnimError(f"--out {out} must end in .mp4 (H.264 + AAC is what the tool writes)")
+    out = check_output_path(args.out)  # before the model loads and the frames are made
     animator = Animator.from_pretrained(args.checkpoint, device=args.device, backend=args.backend)
     # disable=None: no bar when stderr is not a terminal (logs, CI), so errors stay one line.
     with tqdm(total=100, unit="%", leave=False, disable=None) as bar:

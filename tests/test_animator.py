@@ -196,15 +196,29 @@ def test_default_model_loads_when_shipped():
     assert animator(PHOTO, SPEECH).frames.shape == (75, 128, 96, 3)
 
 
-def test_cli_animate_writes_video(checkpoint, tmp_path, capsys):
-    out = tmp_path / "talking.mp4"
+@pytest.mark.parametrize("suffix, codecs", [(".mp4", ("h264", "aac")), (".webm", ("vp9", "opus"))])
+def test_cli_animate_writes_video(checkpoint, tmp_path, capsys, suffix, codecs):
+    out = tmp_path / f"talking{suffix}"
     code = main(["animate", "--image", str(PHOTO), "--audio", str(SPEECH), "--out", str(out),
                  "--checkpoint", str(checkpoint), "--seed", "4", "--paste-back"])
     assert code == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith(f"wrote {out} (75 frames") and printed[1].startswith("blinks: ")
     info = probe(out)
-    assert (info["width"], info["height"]) == (512, 512) and info["audio_codec"] == "aac"
+    assert (info["width"], info["height"]) == (512, 512) and (info["video_codec"], info["audio_codec"]) == codecs
+
+
+def test_cli_refuses_an_output_it_cannot_write_before_any_work(tmp_path):
+    # No --checkpoint that exists: the name is checked before the model loads, as a single line.
+    proc = subprocess.run(
+        [sys.executable, "-m", "speech_anim.cli", "animate", "--image", str(PHOTO), "--audio", str(SPEECH),
+         "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "talking.gif")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("speech-anim animate: error: cannot write '.gif' videos: "
+                                   "name the output *.mp4 (or .m4v, .mov, .mkv, .webm)")
+    assert not any(tmp_path.iterdir())
 
 
 def test_cli_animate_reports_the_run_and_its_blinks_as_json(checkpoint, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Writing H.264 + AAC videos, reading them back, and probing them."""
+"""Writing H.264 + AAC (and VP9 + Opus) videos, reading them back, and probing them."""
 
 import numpy as np
 import pytest
@@ -47,6 +47,22 @@ def test_round_trip(written):
     lag = int(np.argmax(scipy.signal.correlate(sound, audio, method="fft"))) - (len(audio) - 1)
     assert lag == 0  # sound still in sync with the frames
     assert np.corrcoef(sound[: len(audio)], audio[: len(sound)])[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("suffix, codecs", [(".webm", ("vp9", "opus")), (".mkv", ("h264", "opus")), (".MOV", ("h264", "aac"))])
+def test_other_containers_round_trip(tmp_path, suffix, codecs):
+    frames, audio = smooth_frames(75), sweep(3.0)
+    path = write_video(tmp_path / f"talk{suffix}", frames, 25, audio)
+    info = probe(path)
+    assert (info["video_codec"], info["audio_codec"], info["pixel_format"]) == (*codecs, "yuv420p")
+    assert abs(info["duration"] - 3.0) <= 1 / 25  # webm, mkv: 3.008 (Opus)
+    back, fps = read_video(path)
+    assert back.shape == frames.shape and fps == 25.0
+    assert np.abs(back.astype(int) - frames).mean() < 6
+    sound = load_audio(path)
+    lag = int(np.argmax(scipy.signal.correlate(sound, audio, method="fft"))) - (len(audio) - 1)
+    assert lag == 0
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no partial file left beside it
 
 
 @pytest.mark.parametrize("fps", [30.0, 29.97])
@@ -165,6 +181,17 @@ def test_write_errors(tmp_path, name, frames, audio, message):
     with pytest.raises(VideoError, match=message):
         write_video(tmp_path / name, frames, 25, audio)
     assert not any(tmp_path.iterdir())
+
+
+def test_output_path_check_says_what_to_name_it(tmp_path):
+    assert video.check_output_path(tmp_path / "a.WebM") == tmp_path / "a.WebM"
+    for name, message in [("a.gif", "name the output [*].mp4 [(]or .m4v, .mov, .mkv, .webm[)]"),
+                          ("noext", "cannot write 'noext' videos")]:
+        with pytest.raises(VideoError, match=message):
+            video.check_output_path(tmp_path / name)
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(VideoError, match="is a folder"):
+        write_video(tmp_path / "folder.mp4", smooth_frames(2), 25)
 
 
 def test_read_errors(tmp_path, written):
