@@ -33,7 +33,9 @@ CROP_HEIGHT, CROP_WIDTH = 128, 96
 # speaking or blinking, so aligning on them keeps the head still and lets the mouth and eyes move.
 STABLE_POINTS = [33, 36, 39, 42, 45]
 MIN_FACE_SIZE = 64  # px in the photo; smaller faces have too little detail to animate
-DETECT_MAX_SIDE = 640  # the HOG detector runs on a copy no larger than this, for speed
+DETECT_MAX_SIDE = 640  # the HOG detector first runs on a copy no larger than this, for speed
+# dlib's HOG window is 80 px: a face of MIN_FACE_SIZE is found once the photo is scaled by 80 / 64.
+HOG_WINDOW = 80
 WEAK_DETECTION = 0.25  # faces scored below this fraction of the best face's score are ignored
 DEFAULT_FEATHER = 6.0  # crop pixels of soft edge for paste-back
 DEFAULT_INSIGHTFACE_MODEL = Path("~/.insightface/models/buffalo_s/det_500m.onnx")
@@ -411,7 +413,8 @@ class FaceAligner:
         else:
             boxes, scores, keypoints = self._scrfd(image)
         if not len(boxes):
-            raise FaceError(f"no face found in {name}: use a frontal photo with one clearly visible face")
+            raise FaceError(f"no face found in {name}: use a frontal photo with one clearly visible face, "
+                            f"at least {MIN_FACE_SIZE} px wide")
         # A detection far less certain than the best one is most often no face (HOG found one in
         # the astronaut's suit, larger than her face, but only in video frames): leave those out.
         confident = scores >= WEAK_DETECTION * scores.max()
@@ -434,7 +437,7 @@ class FaceAligner:
         else:
             best = int(face)
         if keypoints is not None:
-            keypoints = keypoints[best]
+            keypoints = self._scrfd.refine(image, boxes[best], keypoints[best])
             box = _image_box(invert_transform(similarity_transform(keypoints, canonical_five_points())))
         else:
             box = boxes[best]
@@ -454,18 +457,52 @@ def _image_box(inverse) -> tuple:
 
 
 def _detect_hog(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All HOG face boxes (N, 4) in image pixels and their detection scores (N,)."""
+    """All HOG face boxes (N, 4) in image pixels and their detection scores (N,), from the first
+    scale of `_hog_scales` at which any face is found."""
     detector = _dlib_detector()
     height, width = image.shape[:2]
-    scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
-    small = image if scale == 1.0 else cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    with _lock:
-        rects, scores, _ = detector.run(small, 0, 0.0)
-        if not len(rects):
-            # One upsampling finds faces down to ~40 px: enough to tell the user the face is too small.
-            rects, scores, _ = detector.run(small, 1, 0.0)
+    copies = {}
+    for scale, upsample in _hog_scales(max(height, width)):
+        if scale not in copies:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            copies[scale] = image if scale == 1.0 else cv2.resize(
+                image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        with _lock:
+            rects, scores, _ = detector.run(copies[scale], upsample, 0.0)
+        if len(rects):
+            break
     boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], dtype=np.float64).reshape(-1, 4)
     return boxes / scale, np.asarray(scores, np.float64)  # >= 0: detections below threshold 0 are dropped
+
+
+def _hog_scales(side: int) -> list[tuple[float, int]]:
+    """(scale of the photo, dlib upsampling) to try in turn on a photo whose longer side is `side`.
+
+    First a copy of at most DETECT_MAX_SIDE px (fast; a portrait's face is found here), then dlib's
+    own 2x upsampling of it, which finds faces down to ~40 px in a small photo, so that the user
+    hears the face is too small rather than that there is none. In a large photo a face well above
+    MIN_FACE_SIZE is below the HOG window in that copy (a 94 px face in a 4032 px phone photo was 15
+    px there), so the scale then doubles until a MIN_FACE_SIZE face fills the window: 0.16, 0.32,
+    0.63 and 1.25 of a 12-megapixel photo (about 2 s before "no face found" on 2 cores).
+    """
+    base = min(1.0, DETECT_MAX_SIDE / side)
+    scales, scale = [(base, 0), (base, 1)], 2 * base
+    enough = HOG_WINDOW / MIN_FACE_SIZE
+    while scale < enough:
+        scale = min(2 * scale, enough)
+        scales.append((scale, 0))
+    return scales
+
+
+def _scrfd_input_sides(side: int) -> list[int]:
+    """SCRFD's square input sizes to try in turn on a photo whose longer side is `side`: 640 (the
+    size it was trained at), then doubled until the photo is shrunk by at most half, where a face
+    of MIN_FACE_SIZE is 32 px, twice its smallest anchor (at 640 a 94 px face in a 4032 px photo
+    was 15 px and not found; at 1280 it was)."""
+    sides = [640]
+    while sides[-1] < side / 2:
+        sides.append(2 * sides[-1])
+    return sides
 
 
 def _scrfd(model_path):
@@ -489,14 +526,41 @@ def _scrfd(model_path):
             _models[key] = model
         model = _models[key]
 
-    def detect(image: np.ndarray):
-        bgr = np.ascontiguousarray(image[:, :, ::-1])
+    def run(image: np.ndarray, side: int):
         with _lock:
-            boxes, keypoints = model.detect(bgr)
-        if keypoints is None:
+            boxes, keypoints = model.detect(np.ascontiguousarray(image[:, :, ::-1]), input_size=(side, side))
+        if keypoints is None or not len(boxes):
             return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2), np.float32)
         return boxes[:, :4].astype(np.float64), boxes[:, 4].astype(np.float64), keypoints.astype(np.float32)
 
+    def detect(image: np.ndarray):
+        for side in _scrfd_input_sides(max(image.shape[:2])):
+            boxes, scores, keypoints = run(image, side)
+            if len(boxes):
+                break
+        return boxes, scores, keypoints
+
+    def refine(image: np.ndarray, box, keypoints: np.ndarray) -> np.ndarray:
+        """The face's five keypoints found again in a window three times its size, where it spans a
+        third of the 640 px input: found in a whole photo, a face may have been a few input pixels
+        across, and its keypoints that coarse (a 95 px face in a 4032 px photo: the crop's eyes and
+        nose 9.8 photo px from where the face alone put them; 0.8 px with this)."""
+        x0, y0, x1, y1 = box
+        centre, reach = np.array([(x0 + x1) / 2, (y0 + y1) / 2]), 1.5 * max(x1 - x0, y1 - y0)
+        height, width = image.shape[:2]
+        left, top = max(0, int(centre[0] - reach)), max(0, int(centre[1] - reach))
+        right, bottom = min(width, int(np.ceil(centre[0] + reach))), min(height, int(np.ceil(centre[1] + reach)))
+        boxes, _, found = run(image[top:bottom, left:right], 640)
+        if not len(boxes):
+            return keypoints
+        offset = np.array([left, top], np.float32)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2 + offset
+        nearest = int(np.argmin(np.linalg.norm(centres - centre, axis=1)))
+        if np.linalg.norm(centres[nearest] - centre) > reach / 3:  # another face in the window
+            return keypoints
+        return found[nearest] + offset
+
+    detect.refine = refine
     return detect
 
 
