@@ -103,8 +103,14 @@ class Animator:
         self.aligner = aligner or FaceAligner()
 
     @classmethod
-    def from_pretrained(cls, checkpoint=None, device=None, backend: str = "dlib", **aligner_kwargs) -> "Animator":
-        """Load a generator from a directory or Hub repo id; None means the model shipped with the package."""
+    def from_pretrained(cls, checkpoint=None, device=None, backend: str = "dlib", *, revision: str | None = None,
+                        token: str | bool | None = None, cache_dir=None, local_files_only: bool = False,
+                        **aligner_kwargs) -> "Animator":
+        """Load a generator from a directory or Hub repo id; None means the model shipped with the package.
+
+        `revision` (a branch, tag or commit), `token`, `cache_dir` and `local_files_only` are the Hub
+        download's, as in `Generator.from_pretrained`; the rest (`insightface_model`) go to the FaceAligner.
+        """
         if checkpoint is None:
             if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
                 raise CheckpointError(
@@ -112,7 +118,8 @@ class Animator:
                     "saved with save_pretrained (--checkpoint DIR or a Hub repo id)"
                 )
             checkpoint = DEFAULT_CHECKPOINT
-        generator = Generator.from_pretrained(str(checkpoint))
+        generator = Generator.from_pretrained(str(checkpoint), revision=revision, token=token, cache_dir=cache_dir,
+                                              local_files_only=local_files_only)
         return cls(generator, FaceAligner(backend=backend, **aligner_kwargs), device=device)
 
     @property
@@ -160,10 +167,11 @@ class Animator:
         if total < 1:
             raise AudioError("the audio is shorter than one video frame: give at least 0.04 s of speech")
 
-        frames = []
+        frames, made = [], 0
         for chunk in self._generate(aligned.crop, _single_chunk(signal), seed, fps):
             frames.append(chunk)
-            report(0.1 + 0.9 * sum(len(f) for f in frames) / total, "generating frames")
+            made += len(chunk)
+            report(0.1 + 0.9 * made / total, "generating frames")
         report(1.0, "done")
         return AnimationResult(
             crops=np.concatenate(frames),

@@ -33,6 +33,8 @@ def _add_animate(subparsers) -> None:
         default=None,
         help="generator directory or Hub repo id (default: the model shipped with the package)",
     )
+    p.add_argument("--revision", default=None,
+                   help="with a Hub repo id: the branch, tag or commit to download (default: main)")
     p.add_argument("--seed", type=int, default=0, help="seed of the expression noise (blinks, brows)")
     p.add_argument("--fps", type=float, default=None,
                    help="output frame rate (default: the model's, 25); the model runs at its own rate and its "
@@ -55,7 +57,9 @@ def _run_animate(args) -> int:
     from .video import check_output_path
 
     out = check_output_path(args.out)  # before the model loads and the frames are made
-    animator = Animator.from_pretrained(args.checkpoint, device=args.device, backend=args.backend)
+    if args.revision is not None and args.checkpoint is None:
+        raise SpeechAnimError("--revision picks a version of a Hub model: give its repo id with --checkpoint too")
+    animator = Animator.from_pretrained(args.checkpoint, device=args.device, backend=args.backend, revision=args.revision)
     # disable=None: no bar when stderr is not a terminal (logs, CI), so errors stay one line.
     with tqdm(total=100, unit="%", leave=False, disable=None) as bar:
         shown = [None]

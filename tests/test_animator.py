@@ -221,6 +221,13 @@ def test_cli_refuses_an_output_it_cannot_write_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_cli_revision_needs_a_repo_id(tmp_path, capsys):
+    assert main(["animate", "--image", str(PHOTO), "--audio", str(SPEECH), "--out", str(tmp_path / "x.mp4"),
+                 "--revision", "v2"]) == 2
+    assert capsys.readouterr().err.strip() == ("speech-anim animate: error: --revision picks a version of a Hub "
+                                               "model: give its repo id with --checkpoint too")
+
+
 def test_cli_animate_reports_the_run_and_its_blinks_as_json(checkpoint, tmp_path, capsys):
     import json
 

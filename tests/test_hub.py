@@ -115,6 +115,25 @@ def test_hub_repo_id_from_the_offline_cache(model, tmp_path):
     torch.testing.assert_close(_run(loaded), _run(model), atol=0, rtol=0)
 
 
+def test_animator_loads_a_tagged_revision_from_the_cache(model, tmp_path):
+    from speech_anim import Animator
+
+    repo = tmp_path / "models--someone--speech-anim-tiny"
+    (repo / "refs").mkdir(parents=True)
+    torch.manual_seed(1)
+    other = Generator(TINY).eval()
+    for commit, saved, ref in (("a" * 40, model, "main"), ("b" * 40, other, "v2")):
+        saved.save_pretrained(repo / "snapshots" / commit)
+        (repo / "refs" / ref).write_text(commit)
+    main = Animator.from_pretrained("someone/speech-anim-tiny", device="cpu", cache_dir=tmp_path)
+    tagged = Animator.from_pretrained("someone/speech-anim-tiny", device="cpu", cache_dir=tmp_path, revision="v2",
+                                      local_files_only=True)
+    torch.testing.assert_close(_run(main.generator), _run(model), atol=0, rtol=0)
+    torch.testing.assert_close(_run(tagged.generator), _run(other), atol=0, rtol=0)
+    with pytest.raises(CheckpointError, match="not in the local Hugging Face cache"):
+        Animator.from_pretrained("someone/speech-anim-tiny", device="cpu", cache_dir=tmp_path, revision="v3")
+
+
 def test_unknown_repo_or_path_offline(tmp_path):
     with pytest.raises(CheckpointError, match="not in the local Hugging Face cache"):
         Generator.from_pretrained("someone/not-downloaded", cache_dir=tmp_path)
