@@ -36,6 +36,13 @@ MIN_FACE_SIZE = 64  # px in the photo; smaller faces have too little detail to a
 DETECT_MAX_SIDE = 640  # the HOG detector first runs on a copy no larger than this, for speed
 # dlib's HOG window is 80 px: a face of MIN_FACE_SIZE is found once the photo is scaled by 80 / 64.
 HOG_WINDOW = 80
+# How far (mean crop px) the crop's own nose and eye corners, found again on the crop, may lie from
+# the canonical ones: upright faces, tilted up to 35°, measured 0.4-1.1 (70 GRID frames of four
+# speakers, the astronaut); where the predictor misplaced a head tilted 40°, 8.8. Above SUSPECT the
+# face is fitted again turned upright; above FAILED no fit is trusted.
+ALIGN_SUSPECT, ALIGN_FAILED = 2.0, 4.0
+# Turns (degrees, as cv2 counts them) of a photo in which no upright face was found, tried in turn.
+PHOTO_TURNS = (45, -45, 90, -90, 180)
 WEAK_DETECTION = 0.25  # faces scored below this fraction of the best face's score are ignored
 DEFAULT_FEATHER = 6.0  # crop pixels of soft edge for paste-back
 DEFAULT_INSIGHTFACE_MODEL = Path("~/.insightface/models/buffalo_s/det_500m.onnx")
@@ -385,7 +392,7 @@ class FaceAligner:
         """A face's box (x0, y0, x1, y1) in dlib's convention: the largest one (warning when there are
         several), or face number `face` counted from 0 from left to right."""
         image, name = _image_and_name(image)
-        return self._detect(image, name, face)[0]
+        return self._detect(image, name, face)[0]  # upright faces only, as in video frames
 
     def landmarks(self, image, box) -> np.ndarray:
         """68 iBUG landmarks (68, 2) float32 inside a face box from `detect`."""
@@ -394,24 +401,53 @@ class FaceAligner:
 
     def align(self, image, face: int | None = None) -> AlignedFace:
         """Detect (the largest face, or number `face` from the left: see `detect`), find landmarks and
-        warp to the canonical crop."""
+        warp to the canonical crop. A head tilted far to one side, or a photo taken sideways or
+        upside down, is found and fitted turned upright (`PHOTO_TURNS`, `_fit_turned`)."""
         image, name = _image_and_name(image)
-        box, keypoints = self._detect(image, name, face)
-        landmarks = _predict(image, box)
-        if keypoints is None:
-            matrix = similarity_transform(landmarks[STABLE_POINTS], _canonical()[STABLE_POINTS])
+        box, keypoints, turn = self._detect(image, name, face, turns=PHOTO_TURNS)
+        if keypoints is not None:
+            matrix, landmarks = similarity_transform(keypoints, canonical_five_points()), _predict(image, box)
+            if not _hog_sees_face(warp_to_crop(image, matrix)):
+                # SCRFD can take an upside-down face's mouth corners for its eyes (a photo turned
+                # 180° without EXIF orientation): its crop is then upside down. Fit dlib's points
+                # with the face turned the other ways; keep SCRFD's fit if none is seen upright
+                # (it finds faces the HOG detector misses).
+                made = float(np.degrees(np.arctan2(matrix[0, 1], matrix[0, 0])))  # the turn SCRFD's fit makes
+                fits = [_fit_turned(image, box, made + angle) for angle in (180, 90, -90)]
+                fitted, fitted_landmarks, error, seen = _best_fit(image, fits)
+                if seen and error <= ALIGN_SUSPECT:
+                    matrix, landmarks = fitted, fitted_landmarks
         else:
-            matrix = similarity_transform(keypoints, canonical_five_points())
+            fits = []  # (matrix, landmarks) candidates
+            if turn == 0:
+                landmarks = _predict(image, box)
+                fits.append((similarity_transform(landmarks[STABLE_POINTS], _canonical()[STABLE_POINTS]), landmarks))
+            matrix, landmarks, error, seen = _best_fit(image, fits)
+            if error > ALIGN_SUSPECT or not seen:
+                # dlib's predictor, trained on upright faces, misplaces the points of a head tilted
+                # past ~35° (a crop of cheek and hair): place them again with the face turned upright,
+                # to either side of the turn the photo was found at.
+                fits += [_fit_turned(image, box, angle) for angle in _turns_to_try(turn)]
+                matrix, landmarks, error, seen = _best_fit(image, fits)
+            if error > ALIGN_FAILED:
+                raise FaceError(f"could not find the eyes, nose and mouth of the face in {name}: use a photo of a "
+                                "frontal face, not in profile or partly hidden")
         return AlignedFace(
             crop=warp_to_crop(image, matrix), matrix=matrix, inverse=invert_transform(matrix),
             box=box, landmarks=landmarks, image_shape=image.shape[:2],
         )
 
-    def _detect(self, image: np.ndarray, name: str, face: int | None = None):
-        if self._scrfd is None:
-            boxes, scores, keypoints = *_detect_hog(image), None
-        else:
-            boxes, scores, keypoints = self._scrfd(image)
+    def _detect(self, image: np.ndarray, name: str, face: int | None = None, turns: tuple = ()):
+        """(box, keypoints or None, turn) of the chosen face; turn is the angle the photo was turned
+        by (cv2's, degrees) for its faces to be found upright: 0 unless none was, then the first of
+        `turns` at which any was (their boxes upright, centred on each face, in the photo's pixels)."""
+        boxes, scores, keypoints = self._find(image)
+        turn = 0
+        for angle in turns if not len(boxes) else ():
+            boxes, scores, keypoints = _found_turned(image, angle, lambda turned: self._find(turned, quick=True))
+            if len(boxes):
+                turn = angle
+                break
         if not len(boxes):
             raise FaceError(f"no face found in {name}: use a frontal photo with one clearly visible face, "
                             f"at least {MIN_FACE_SIZE} px wide")
@@ -445,7 +481,14 @@ class FaceAligner:
         width = box[2] - box[0]
         if width < MIN_FACE_SIZE:
             raise FaceError(f"face is only {width:.0f} px wide in {name}; use a photo where the face is at least {MIN_FACE_SIZE} px")
-        return box, keypoints
+        return box, keypoints, turn
+
+    def _find(self, image: np.ndarray, quick: bool = False):
+        """All faces: boxes (N, 4), scores (N,), SCRFD keypoints (N, 5, 2) or None. `quick`: only
+        the first, fast scales (for each turn of a photo in which no upright face was found)."""
+        if self._scrfd is None:
+            return *_detect_hog(image, quick), None
+        return self._scrfd(image, quick)
 
 
 def _image_box(inverse) -> tuple:
@@ -456,13 +499,122 @@ def _image_box(inverse) -> tuple:
     return tuple(float(v) for v in (*corners.min(0), *corners.max(0)))
 
 
-def _detect_hog(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _alignment_error(crop: np.ndarray) -> float:
+    """Mean distance (crop px) of the crop's nose and eye corners, found again on the crop, from the
+    canonical ones: about 1 for a good fit, whatever the face (see ALIGN_SUSPECT)."""
+    stable = _canonical()[STABLE_POINTS]
+    return float(np.linalg.norm(crop_landmarks(crop)[STABLE_POINTS] - stable, axis=1).mean())
+
+
+def _best_fit(image: np.ndarray, fits: list) -> tuple:
+    """(matrix, landmarks, error, seen) of the fit whose crop is nearest the canonical face
+    (`_alignment_error`) among those whose crop the HOG detector sees a face in (`seen`), or, should
+    it see none, among all (it misses some faces SCRFD finds). Seeing matters: the predictor run on
+    an upside-down crop still places a plausible face there, and scores well."""
+    if not fits:
+        return None, None, np.inf, False
+    scored = []
+    for matrix, landmarks in fits:
+        crop = warp_to_crop(image, matrix)
+        scored.append((not _hog_sees_face(crop), _alignment_error(crop), matrix, landmarks))
+    unseen, error, matrix, landmarks = min(scored, key=lambda fit: fit[:2])
+    return matrix, landmarks, error, not unseen
+
+
+def _hog_sees_face(crop: np.ndarray) -> bool:
+    """Whether dlib's HOG detector finds a face in the crop (at twice its size): in an upright crop it
+    does; in one of a face upside down or sideways it does not."""
+    big = cv2.resize(crop, (2 * CROP_WIDTH, 2 * CROP_HEIGHT), interpolation=cv2.INTER_LINEAR)
+    detector = _dlib_detector()  # outside the lock, which loading it takes
+    with _lock:
+        rects, _, _ = detector.run(big, 0, 0.0)
+    return len(rects) > 0
+
+
+def _turns_to_try(turn: float) -> tuple:
+    """Angles to turn a face by before placing its landmarks: about the turn its photo was found at,
+    or, for a face found upright, to either side (the detector finds heads tilted up to ~40°)."""
+    if turn == 0:
+        return (-20, 20, -40, 40, -60, 60)
+    return (turn, turn - 20, turn + 20, turn - 40, turn + 40)
+
+
+# The face's size (px) in the turned patch `_fit_turned` places landmarks in, and the patch's side.
+_TURNED_FACE, _TURNED_PATCH = 150, 450
+
+
+def _fit_turned(image: np.ndarray, box, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """(image -> crop matrix, 68 landmarks in the image) placed in a patch around the face turned by
+    `angle` (cv2's degrees), where a face tilted by -angle stands upright as the predictor expects.
+    The face is found again in the patch (a box from a fit that went wrong may be off the face)."""
+    x0, y0, x1, y1 = box
+    centre, size = np.array([(x0 + x1) / 2, (y0 + y1) / 2]), max(x1 - x0, y1 - y0)
+    scale = _TURNED_FACE / size
+    # Cut the patch's surroundings out first, and shrink them by area: a large face is not aliased.
+    reach = _TURNED_PATCH / scale / 2 * np.sqrt(2)
+    height, width = image.shape[:2]
+    left, top = int(max(0, np.floor(centre[0] - reach))), int(max(0, np.floor(centre[1] - reach)))
+    right, bottom = int(min(width, np.ceil(centre[0] + reach))), int(min(height, np.ceil(centre[1] + reach)))
+    region = image[top:bottom, left:right]
+    shrink = min(1.0, scale)
+    if shrink < 1.0:
+        region = cv2.resize(region, (max(1, round(region.shape[1] * shrink)), max(1, round(region.shape[0] * shrink))),
+                            interpolation=cv2.INTER_AREA)
+    to_region = np.array([[region.shape[1] / (right - left), 0, 0], [0, region.shape[0] / (bottom - top), 0]])
+    to_region[:, 2] = -np.array([left, top]) * np.diag(to_region[:, :2])
+    turn = cv2.getRotationMatrix2D(tuple(float(v) for v in transform_points(to_region, centre)), float(angle),
+                                   scale / shrink)
+    turn[:, 2] += _TURNED_PATCH / 2 - transform_points(to_region, centre)  # the face's centre to the patch's
+    patch = cv2.warpAffine(region, turn, (_TURNED_PATCH, _TURNED_PATCH), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+    to_patch = np.vstack([turn, [0, 0, 1]]) @ np.vstack([to_region, [0, 0, 1]])
+    middle = _TURNED_PATCH / 2
+    detector = _dlib_detector()
+    with _lock:
+        rects, _, _ = detector.run(patch, 0, 0.0)
+    boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float64).reshape(-1, 4)
+    distance = np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - middle, axis=1)
+    if len(boxes) and distance.min() < _TURNED_FACE / 2:
+        found = boxes[int(np.argmin(distance))]
+    else:  # where the box said the face was
+        found = np.array([-1, -1, 1, 1]) * _TURNED_FACE / 2 + middle
+    landmarks = transform_points(invert_transform(to_patch[:2]), _predict(patch, found))
+    return similarity_transform(landmarks[STABLE_POINTS], _canonical()[STABLE_POINTS]), landmarks
+
+
+def _found_turned(image: np.ndarray, angle: float, find) -> tuple:
+    """`find`'s faces in a copy of the photo (at most DETECT_MAX_SIDE px) turned by `angle`, carried
+    back into the photo: boxes upright and centred on each face, keypoints moved with the turn."""
+    height, width = image.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
+    small = image if scale == 1.0 else cv2.resize(
+        image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    h, w = small.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), float(angle), 1.0)
+    corners = transform_points(turn, np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32))
+    lo, hi = corners.min(0), corners.max(0)
+    turn[:, 2] -= lo  # the whole turned photo in view
+    size = np.ceil(hi - lo).astype(int)
+    turned = cv2.warpAffine(small, turn, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128))
+    turn = turn @ np.diag([scale, scale, 1.0])  # from the photo's pixels, not the copy's
+    boxes, scores, keypoints = find(turned)
+    back = invert_transform(turn)
+    centres = transform_points(back, ((boxes[:, :2] + boxes[:, 2:]) / 2).astype(np.float32))
+    halves = (boxes[:, 2:] - boxes[:, :2]) / (2 * scale)
+    boxes = np.concatenate([centres - halves, centres + halves], axis=1).astype(np.float64)
+    if keypoints is not None and len(keypoints):
+        keypoints = transform_points(back, keypoints.reshape(-1, 2)).reshape(keypoints.shape)
+    return boxes, scores, keypoints
+
+
+def _detect_hog(image: np.ndarray, quick: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """All HOG face boxes (N, 4) in image pixels and their detection scores (N,), from the first
-    scale of `_hog_scales` at which any face is found."""
+    scale of `_hog_scales` (`quick`: of its first two) at which any face is found."""
     detector = _dlib_detector()
     height, width = image.shape[:2]
     copies = {}
-    for scale, upsample in _hog_scales(max(height, width)):
+    for scale, upsample in _hog_scales(max(height, width))[: 2 if quick else None]:
         if scale not in copies:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             copies[scale] = image if scale == 1.0 else cv2.resize(
@@ -533,8 +685,8 @@ def _scrfd(model_path):
             return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2), np.float32)
         return boxes[:, :4].astype(np.float64), boxes[:, 4].astype(np.float64), keypoints.astype(np.float32)
 
-    def detect(image: np.ndarray):
-        for side in _scrfd_input_sides(max(image.shape[:2])):
+    def detect(image: np.ndarray, quick: bool = False):
+        for side in _scrfd_input_sides(max(image.shape[:2]))[: 1 if quick else None]:
             boxes, scores, keypoints = run(image, side)
             if len(boxes):
                 break
