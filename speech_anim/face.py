@@ -377,9 +377,10 @@ class FaceAligner:
     """Find the largest face in a photo and warp it to the canonical 128×96 crop.
 
     backend="dlib" (default, offline): HOG detector + 68-point predictor; alignment on
-    `STABLE_POINTS`. backend="insightface": SCRFD detector (an ONNX file, `insightface_model`) and its
-    five keypoints, aligned onto the canonical face's matching points; the 68 landmarks still come
-    from dlib's predictor, placed with the keypoints.
+    `STABLE_POINTS`. backend="insightface": SCRFD detector (an ONNX file, `insightface_model`),
+    whose five keypoints say where the face is and how it is turned; dlib's predictor, seated on the
+    face turned upright, then places the points both backends align on (SCRFD's own five are the
+    fallback where the predictor cannot place them).
     """
 
     def __init__(self, backend: str = "dlib", insightface_model=None):
@@ -406,17 +407,19 @@ class FaceAligner:
         image, name = _image_and_name(image)
         box, keypoints, turn = self._detect(image, name, face, turns=PHOTO_TURNS)
         if keypoints is not None:
-            matrix, landmarks = similarity_transform(keypoints, canonical_five_points()), _predict(image, box)
-            if not _hog_sees_face(warp_to_crop(image, matrix)):
-                # SCRFD can take an upside-down face's mouth corners for its eyes (a photo turned
-                # 180° without EXIF orientation): its crop is then upside down. Fit dlib's points
-                # with the face turned the other ways; keep SCRFD's fit if none is seen upright
-                # (it finds faces the HOG detector misses).
-                made = float(np.degrees(np.arctan2(matrix[0, 1], matrix[0, 0])))  # the turn SCRFD's fit makes
-                fits = [_fit_turned(image, box, made + angle) for angle in (180, 90, -90)]
-                fitted, fitted_landmarks, error, seen = _best_fit(image, fits)
-                if seen and error <= ALIGN_SUSPECT:
-                    matrix, landmarks = fitted, fitted_landmarks
+            # SCRFD finds the face and how it is turned; dlib's predictor, seated upright on it,
+            # places the points the model's training crops were aligned on (SCRFD's own five,
+            # mouth corners among them, put the astronaut's crop 4 px from the canonical face).
+            # SCRFD can also take an upside-down face's mouth corners for its eyes (a photo turned
+            # 180° without EXIF orientation), so the other turns are tried when its crop is not
+            # seen as a face. Its own fit is kept where dlib's cannot be placed.
+            own = similarity_transform(keypoints, canonical_five_points())
+            made = float(np.degrees(np.arctan2(own[0, 1], own[0, 0])))  # the turn SCRFD's fit makes
+            seen_upright = _hog_sees_face(warp_to_crop(image, own))
+            fits = [_fit_turned(image, box, made + angle) for angle in ((0,) if seen_upright else (0, 180, 90, -90))]
+            matrix, landmarks, error, seen = _best_fit(image, fits)
+            if not (seen and error <= ALIGN_SUSPECT):
+                matrix, landmarks = own, _predict(image, box)
         else:
             fits = []  # (matrix, landmarks) candidates
             if turn == 0:

@@ -347,7 +347,9 @@ def _backend_gap(a, b) -> float:
 
 
 def test_insightface_backend_agrees_with_dlib(scrfd_aligner, aligner, astronaut, grid_frames):
-    for image, limit in ((astronaut, 4.0), (grid_frames["s1"], 2.5), (grid_frames["s4"], 2.5)):
+    # Both align on dlib's points (SCRFD seats the predictor): measured 0.18, 0.11, 0.25 crop px apart
+    # (SCRFD's own five points, mouth corners among them, put them up to 4 px apart).
+    for image, limit in ((astronaut, 1.0), (grid_frames["s1"], 1.0), (grid_frames["s4"], 1.0)):
         dlib_face, scrfd_face = aligner.align(image), scrfd_aligner.align(image)
         assert scrfd_face.crop.shape == (face.CROP_HEIGHT, face.CROP_WIDTH, 3)
         assert _backend_gap(dlib_face, scrfd_face) < limit
