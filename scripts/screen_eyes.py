@@ -37,7 +37,7 @@ from speech_anim.data.preprocess import clip_path, decode_frames
 from speech_anim.face import crop_landmarks, inner_lip_gap
 from speech_anim.metrics.sync import av_sync
 from speech_anim.models import Generator
-from speech_anim.models.generator import EYELIDS
+from speech_anim.models.generator import EYE_COLOURS, EYELIDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from config import ConfigError  # noqa: E402  (train/config.py)
@@ -66,7 +66,7 @@ def eye_curve_argument(text: str) -> tuple[float, ...]:
 
 
 def add_eye_options(parser: argparse.ArgumentParser, whose: str) -> None:
-    """--eye-gain, --eye-curve and --eyelids: how the eyes are drawn, for screening and for export alike."""
+    """--eye-gain, --eye-curve, --eyelids and --eye-colour: how the eyes are drawn, for screening and for export alike."""
     parser.add_argument("--eye-gain", type=float,
                         help=f"decode the eye process's draws with this GeneratorConfig.eye_gain {whose} "
                              "(calibrated with scripts/screen_eyes.py --eye-gain on validation clips)")
@@ -75,6 +75,8 @@ def add_eye_options(parser: argparse.ArgumentParser, whose: str) -> None:
                              "(comma-separated, or the --json of scripts/eye_response.py)")
     parser.add_argument("--eyelids", choices=EYELIDS,
                         help=f"GeneratorConfig.eyelids {whose}: who draws them (decoder, the still's warp, or both)")
+    parser.add_argument("--eye-colour", choices=EYE_COLOURS,
+                        help=f"GeneratorConfig.eye_colour {whose}: the closing lids' colour (decoded, or the still's)")
 
 
 def set_eye_options(generator: Generator, args: argparse.Namespace) -> None:
@@ -86,6 +88,8 @@ def set_eye_options(generator: Generator, args: argparse.Namespace) -> None:
             generator.set_eye_curve(args.eye_curve)
         if args.eyelids is not None:
             generator.set_eyelids(args.eyelids)
+        if args.eye_colour is not None:
+            generator.set_eye_colour(args.eye_colour)
     except ValueError as error:
         sys.exit(f"{Path(sys.argv[0]).stem}: {args.checkpoint}: {error}")
 

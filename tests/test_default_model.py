@@ -110,3 +110,22 @@ def test_the_mouth_of_a_face_it_never_saw_moves_with_the_words_and_rests_in_sile
     silent = mouth_opening(animator.animate_crop(crop, (quiet_room(4.0), 16000), seed=0))
     assert speaking.std() > 0.4, speaking
     assert silent.std() < 0.2 and np.abs(silent - mouth_opening(crop[None])[0]).max() < 0.6, silent
+
+
+def test_the_closed_lids_of_a_face_it_never_saw_keep_its_colour(animator):
+    # The decoder learnt its closed lids on s1: on the astronaut it drew them red (the 99th percentile
+    # of redness, R minus the mean of G and B, in the eye region of her shut-eye frames: 73.0 against
+    # 57.8 in her photo). eye_colour="still" takes the colour of her own lids, shut by the warp: 58.0.
+    from speech_anim.models.generator import EYE_REGION
+
+    assert animator.generator.config.eye_colour == "still"
+    result = animator(EXAMPLES / "astronaut.png", SPEECH, seed=0)
+    shut = [frame for blink in video_blinks(result.crops, fps=result.fps).blinks for frame in range(blink.start, blink.end + 1)]
+    assert shut
+    (top, bottom), (left, right) = EYE_REGION
+
+    def redness(image):
+        region = image[..., top:bottom, left:right, :].astype(np.float64)
+        return float(np.percentile(region[..., 0] - region[..., 1:].mean(-1), 99))
+
+    assert abs(redness(result.crops[shut]) - redness(result.crop)) < 5.0

@@ -163,6 +163,57 @@ def test_warped_eyelids_shut_the_moving_still_under_a_decoder_given_open_eyes():
         GeneratorConfig(eyelids="painted")
 
 
+def test_eye_colour_still_keeps_the_brightness_and_takes_the_shut_stills_colour_as_far_as_the_lids_close():
+    from speech_anim.models.generator import EYE_COLOUR_BLUR, LUMA, gaussian_blur
+
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(width=0.0625, output="blend", eye_input=True, mouth_motion=True,
+                                          eyelids="both")).eval()
+    torch.nn.init.normal_(generator.mouth_motion.head.weight, std=0.05)
+    for maps in generator.decoder.eye_maps:
+        torch.nn.init.normal_(maps, std=0.01)
+    still, audio, landmarks = torch.rand(1, 3, 128, 96) * 2 - 1, torch.randn(1, 6, 3200) * 0.1, _landmarks()
+    noise = generator.sample_noise(1, 6, torch.Generator().manual_seed(1))
+    openness = torch.tensor([[1.0, 0.7, 0.2, 0.0, 0.6, 1.0]])
+
+    def run(colour):
+        generator.set_eye_colour(colour)
+        with torch.no_grad():
+            return generator(still, audio, noise=noise, openness=openness, still_landmarks=landmarks)
+
+    decoded, recoloured = run("decoded"), run("still")
+    luma = torch.tensor(LUMA).view(3, 1, 1)
+    torch.testing.assert_close((recoloured * luma).sum(-3), (decoded * luma).sum(-3), atol=1e-5, rtol=0)
+    region = generator.eye_region
+    outside = region == 0
+    assert torch.equal(recoloured[..., outside], decoded[..., outside])
+    torch.testing.assert_close(recoloured[:, [0, 5]], decoded[:, [0, 5]])  # open eyes: no change
+    # Shut (frame 3), inside the region: the colour (RGB minus luma) is the warped still's, blurred.
+    displacement, _ = generator.mouth_motion(audio)
+    with torch.no_grad():
+        shut = warp_still(still, landmarks, displacement, 1 - openness)[:, 3]
+    colour = gaussian_blur(shut - (shut * luma).sum(-3, keepdim=True), EYE_COLOUR_BLUR)
+    inside = region == 1
+    got = recoloured[:, 3] - (recoloured[:, 3] * luma).sum(-3, keepdim=True)
+    torch.testing.assert_close(got[..., inside], colour[..., inside], atol=1e-4, rtol=0)
+    assert (got[..., inside] - (decoded[:, 3] - (decoded[:, 3] * luma).sum(-3, keepdim=True))[..., inside]).abs().max() > 0.05
+    with pytest.raises(ValueError, match="eyelids='both'"):
+        GeneratorConfig(output="blend", eye_input=True, mouth_motion=True, eye_colour="still")
+    with pytest.raises(ValueError, match="must be one of"):
+        GeneratorConfig(eye_colour="sepia")
+
+
+def test_gaussian_blur_keeps_a_constant_and_spreads_a_point():
+    from speech_anim.models.generator import gaussian_blur
+
+    flat = torch.full((1, 2, 9, 9), 0.3)
+    torch.testing.assert_close(gaussian_blur(flat, 2.0), flat)
+    point = torch.zeros(1, 1, 21, 21)
+    point[0, 0, 10, 10] = 1.0
+    spread = gaussian_blur(point, 2.0)[0, 0]
+    assert abs(float(spread.sum()) - 1.0) < 1e-5 and spread[10, 10] < 0.05 and torch.equal(spread, spread.T)
+
+
 def test_export_ships_the_eyelids_it_is_told_and_refuses_them_without_a_moving_still(tmp_path):
     import subprocess
 

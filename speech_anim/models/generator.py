@@ -43,6 +43,10 @@ FRAME_HEIGHT, FRAME_WIDTH = 128, 96
 ENCODER_CHANNELS = (64, 128, 256, 512, 1024)
 OUTPUTS = ("frame", "blend")
 EYELIDS = ("decoder", "warp", "both")
+EYE_COLOURS = ("decoded", "still")
+EYE_COLOUR_BLUR = 2.0  # px: the Gaussian the still's colour is blurred by for eye_colour="still"
+# ITU-R BT.601 luma weights: the brightness eye_colour="still" keeps.
+LUMA = (0.299, 0.587, 0.114)
 # Blend mask starts at sigmoid(-2) ≈ 0.12: the first frames are nearly the still, not grey noise.
 BLEND_MASK_BIAS = -2.0
 SKIP_LEVELS = 4
@@ -111,6 +115,12 @@ class GeneratorConfig:
     # them faintly or smeared. "both": the warp's lids under the decoder's. Needs no training: with open
     # eyes the warp is the mouth's alone.
     eyelids: str = "decoder"
+    # Not in the paper: the colour of the eye region during a blink. "decoded": the decoder's, which
+    # learnt the lids of three GRID speakers and draws them reddish on other faces. "still" (needs
+    # eyelids="both"): as far as the lids close, the decoded frame's brightness with the colour of the
+    # moving still, whose own lids the warp shut, blurred (EYE_COLOUR_BLUR) so the slit between them
+    # takes the lids' colour. Brightness is what the blink detector reads; nothing is trained.
+    eye_colour: str = "decoded"
 
     def __post_init__(self):
         if not self.width > 0:
@@ -132,6 +142,11 @@ class GeneratorConfig:
         if self.eyelids != "decoder" and not (self.eye_input and self.mouth_motion):
             raise ValueError(f"GeneratorConfig.eyelids={self.eyelids!r} shuts the moving still's eyelids by the eye input: "
                              "set eye_input=True and mouth_motion=True, or eyelids='decoder'")  # fmt: skip
+        if self.eye_colour not in EYE_COLOURS:
+            raise ValueError(f"GeneratorConfig.eye_colour must be one of {EYE_COLOURS}, got {self.eye_colour!r}")
+        if self.eye_colour == "still" and self.eyelids != "both":
+            raise ValueError("GeneratorConfig.eye_colour='still' takes the colour of the still whose lids the warp shuts: "
+                             "set eyelids='both'")
         if not self.eye_gain > 0:
             raise ValueError(f"GeneratorConfig.eye_gain must be > 0 (1 decodes the eye process's draws as they are), got {self.eye_gain}")
         self.eye_curve = tuple(float(x) for x in self.eye_curve)  # config.json holds a list
@@ -360,6 +375,11 @@ class Generator(nn.Module, SafeHubMixin):
         nothing is retrained, so a trained generator can be screened and shipped either way."""
         self._reconfigure(eyelids=eyelids)
 
+    def set_eye_colour(self, eye_colour: str) -> None:
+        """Colour the closing eyes this way (GeneratorConfig.eye_colour) from now on, and save it with
+        the model; nothing is retrained."""
+        self._reconfigure(eye_colour=eye_colour)
+
     def _reconfigure(self, **changes) -> None:
         # The settings that need no new weights: GeneratorConfig checks the changed values, and
         # save_pretrained writes what is set here.
@@ -476,6 +496,10 @@ class Generator(nn.Module, SafeHubMixin):
             region = self.eye_region.to(z_c)
             layers = out if return_layers else (out,)  # (video,) or (video, alpha, decoded)
             mixed = tuple(region * eyes + (1 - region) * opened for eyes, opened in (layer.chunk(2) for layer in layers))
+            if self.config.eye_colour == "still":
+                # Where and as far as the lids close: the frame's brightness, the moving still's colour.
+                shut_region = region * closure.clamp(0, 1)[..., None, None, None]
+                mixed = (recolour(mixed[0], still.chunk(2)[0], shut_region), *mixed[1:])
             video = mixed if return_layers else mixed[0]
         if not return_state:
             return video
@@ -485,6 +509,27 @@ class Generator(nn.Module, SafeHubMixin):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
+
+
+def recolour(video: torch.Tensor, still: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """video (..., 3, H, W) with, by `weight` (broadcast to it), its luma kept and its colour (RGB
+    minus luma) that of `still` (the same shape), blurred by EYE_COLOUR_BLUR."""
+    luma = video.new_tensor(LUMA).view(3, 1, 1)
+    colour = still - (still * luma).sum(-3, keepdim=True)
+    colour = gaussian_blur(colour.reshape(-1, *colour.shape[-3:]), EYE_COLOUR_BLUR).reshape(colour.shape)
+    recoloured = (video * luma).sum(-3, keepdim=True) + colour
+    return weight * recoloured + (1 - weight) * video
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """N×C×H×W blurred by a Gaussian of `sigma` px (separable, edges replicated)."""
+    radius = max(1, int(round(3 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).repeat(images.shape[1], 1)[:, None]  # C×1×K
+    padded = nn.functional.pad(images, (radius, radius, radius, radius), mode="replicate")
+    across = nn.functional.conv2d(padded, kernel[..., None, :], groups=images.shape[1])
+    return nn.functional.conv2d(across, kernel[..., :, None], groups=images.shape[1])
 
 
 def _init_weights(module: nn.Module) -> None:
