@@ -27,7 +27,7 @@ def _add_animate(subparsers) -> None:
     p = subparsers.add_parser("animate", help="animate a face photo with a speech clip")
     p.add_argument("--image", required=True, help="face photo (jpg, png, ...)")
     p.add_argument("--audio", required=True, help="speech (wav, flac, mp3, ogg, m4a, or a video's audio)")
-    p.add_argument("--out", required=True, help="output video: .mp4 (H.264 + AAC; also .m4v, .mov, .mkv) or .webm (VP9 + Opus)")
+    p.add_argument("--out", required=True, help="output video: .mp4 (H.264 + AAC; also .m4v, .mov), .mkv (H.264 + Opus) or .webm (VP9 + Opus)")
     p.add_argument(
         "--checkpoint",
         default=None,
