@@ -415,28 +415,28 @@ class FaceAligner:
             # seen as a face. Its own fit is kept where dlib's cannot be placed.
             own = similarity_transform(keypoints, canonical_five_points())
             made = float(np.degrees(np.arctan2(own[0, 1], own[0, 0])))  # the turn SCRFD's fit makes
-            seen_upright = _hog_sees_face(warp_to_crop(image, own))
-            fits = [_fit_turned(image, box, made + angle) for angle in ((0,) if seen_upright else (0, 180, 90, -90))]
-            matrix, landmarks, error, seen = _best_fit(image, fits)
+            own_crop = warp_to_crop(image, own)
+            fits = [_fit_turned(image, box, made + angle) for angle in ((0,) if _hog_sees_face(own_crop) else (0, 180, 90, -90))]
+            matrix, landmarks, crop, error, seen = _best_fit(image, fits)
             if not (seen and error <= ALIGN_SUSPECT):
-                matrix, landmarks = own, _predict(image, box)
+                matrix, landmarks, crop = own, _predict(image, box), own_crop
         else:
             fits = []  # (matrix, landmarks) candidates
             if turn == 0:
                 landmarks = _predict(image, box)
                 fits.append((similarity_transform(landmarks[STABLE_POINTS], _canonical()[STABLE_POINTS]), landmarks))
-            matrix, landmarks, error, seen = _best_fit(image, fits)
+            matrix, landmarks, crop, error, seen = _best_fit(image, fits)
             if error > ALIGN_SUSPECT or not seen:
                 # dlib's predictor, trained on upright faces, misplaces the points of a head tilted
                 # past ~35° (a crop of cheek and hair): place them again with the face turned upright,
                 # to either side of the turn the photo was found at.
                 fits += [_fit_turned(image, box, angle) for angle in _turns_to_try(turn)]
-                matrix, landmarks, error, seen = _best_fit(image, fits)
+                matrix, landmarks, crop, error, seen = _best_fit(image, fits)
             if error > ALIGN_FAILED:
                 raise FaceError(f"could not find the eyes, nose and mouth of the face in {name}: use a photo of a "
                                 "frontal face, not in profile or partly hidden")
         return AlignedFace(
-            crop=warp_to_crop(image, matrix), matrix=matrix, inverse=invert_transform(matrix),
+            crop=crop, matrix=matrix, inverse=invert_transform(matrix),
             box=box, landmarks=landmarks, image_shape=image.shape[:2],
         )
 
@@ -510,28 +510,34 @@ def _alignment_error(crop: np.ndarray) -> float:
 
 
 def _best_fit(image: np.ndarray, fits: list) -> tuple:
-    """(matrix, landmarks, error, seen) of the fit whose crop is nearest the canonical face
+    """(matrix, landmarks, crop, error, seen) of the fit whose crop is nearest the canonical face
     (`_alignment_error`) among those whose crop the HOG detector sees a face in (`seen`), or, should
     it see none, among all (it misses some faces SCRFD finds). Seeing matters: the predictor run on
     an upside-down crop still places a plausible face there, and scores well."""
     if not fits:
-        return None, None, np.inf, False
+        return None, None, None, np.inf, False
     scored = []
     for matrix, landmarks in fits:
         crop = warp_to_crop(image, matrix)
-        scored.append((not _hog_sees_face(crop), _alignment_error(crop), matrix, landmarks))
-    unseen, error, matrix, landmarks = min(scored, key=lambda fit: fit[:2])
-    return matrix, landmarks, error, not unseen
+        scored.append((not _hog_sees_face(crop), _alignment_error(crop), matrix, landmarks, crop))
+    unseen, error, matrix, landmarks, crop = min(scored, key=lambda fit: fit[:2])
+    return matrix, landmarks, crop, error, not unseen
 
 
 def _hog_sees_face(crop: np.ndarray) -> bool:
     """Whether dlib's HOG detector finds a face in the crop (at twice its size): in an upright crop it
     does; in one of a face upside down or sideways it does not."""
     big = cv2.resize(crop, (2 * CROP_WIDTH, 2 * CROP_HEIGHT), interpolation=cv2.INTER_LINEAR)
+    return len(_run_hog(big)[0]) > 0
+
+
+def _run_hog(image: np.ndarray, upsample: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """dlib's HOG face boxes (N, 4) in `image`'s pixels and their scores (N,), every one scored >= 0."""
     detector = _dlib_detector()  # outside the lock, which loading it takes
     with _lock:
-        rects, _, _ = detector.run(big, 0, 0.0)
-    return len(rects) > 0
+        rects, scores, _ = detector.run(image, upsample, 0.0)
+    boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], dtype=np.float64).reshape(-1, 4)
+    return boxes, np.asarray(scores, np.float64)
 
 
 def _turns_to_try(turn: float) -> tuple:
@@ -554,11 +560,8 @@ def _fit_turned(image: np.ndarray, box, angle: float) -> tuple[np.ndarray, np.nd
     centre, size = np.array([(x0 + x1) / 2, (y0 + y1) / 2]), max(x1 - x0, y1 - y0)
     scale = _TURNED_FACE / size
     # Cut the patch's surroundings out first, and shrink them by area: a large face is not aliased.
-    reach = _TURNED_PATCH / scale / 2 * np.sqrt(2)
-    height, width = image.shape[:2]
-    left, top = int(max(0, np.floor(centre[0] - reach))), int(max(0, np.floor(centre[1] - reach)))
-    right, bottom = int(min(width, np.ceil(centre[0] + reach))), int(min(height, np.ceil(centre[1] + reach)))
-    region = image[top:bottom, left:right]
+    region, (left, top) = _window(image, centre, _TURNED_PATCH / scale / 2 * np.sqrt(2))
+    right, bottom = left + region.shape[1], top + region.shape[0]
     shrink = min(1.0, scale)
     if shrink < 1.0:
         region = cv2.resize(region, (max(1, round(region.shape[1] * shrink)), max(1, round(region.shape[0] * shrink))),
@@ -572,10 +575,7 @@ def _fit_turned(image: np.ndarray, box, angle: float) -> tuple[np.ndarray, np.nd
                            borderMode=cv2.BORDER_REPLICATE)
     to_patch = np.vstack([turn, [0, 0, 1]]) @ np.vstack([to_region, [0, 0, 1]])
     middle = _TURNED_PATCH / 2
-    detector = _dlib_detector()
-    with _lock:
-        rects, _, _ = detector.run(patch, 0, 0.0)
-    boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float64).reshape(-1, 4)
+    boxes, _ = _run_hog(patch)
     distance = np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - middle, axis=1)
     if len(boxes) and distance.min() < _TURNED_FACE / 2:
         found = boxes[int(np.argmin(distance))]
@@ -583,6 +583,14 @@ def _fit_turned(image: np.ndarray, box, angle: float) -> tuple[np.ndarray, np.nd
         found = np.array([-1, -1, 1, 1]) * _TURNED_FACE / 2 + middle
     landmarks = transform_points(invert_transform(to_patch[:2]), _predict(patch, found))
     return similarity_transform(landmarks[STABLE_POINTS], _canonical()[STABLE_POINTS]), landmarks
+
+
+def _window(image: np.ndarray, centre, reach: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """The part of `image` within `reach` px of `centre` (cut at the image's edges), and its top-left corner."""
+    height, width = image.shape[:2]
+    left, top = int(max(0, np.floor(centre[0] - reach))), int(max(0, np.floor(centre[1] - reach)))
+    right, bottom = int(min(width, np.ceil(centre[0] + reach))), int(min(height, np.ceil(centre[1] + reach)))
+    return image[top:bottom, left:right], (left, top)
 
 
 def _found_turned(image: np.ndarray, angle: float, find) -> tuple:
@@ -614,7 +622,6 @@ def _found_turned(image: np.ndarray, angle: float, find) -> tuple:
 def _detect_hog(image: np.ndarray, quick: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """All HOG face boxes (N, 4) in image pixels and their detection scores (N,), from the first
     scale of `_hog_scales` (`quick`: of its first two) at which any face is found."""
-    detector = _dlib_detector()
     height, width = image.shape[:2]
     copies = {}
     for scale, upsample in _hog_scales(max(height, width))[: 2 if quick else None]:
@@ -622,12 +629,10 @@ def _detect_hog(image: np.ndarray, quick: bool = False) -> tuple[np.ndarray, np.
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             copies[scale] = image if scale == 1.0 else cv2.resize(
                 image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        with _lock:
-            rects, scores, _ = detector.run(copies[scale], upsample, 0.0)
-        if len(rects):
+        boxes, scores = _run_hog(copies[scale], upsample)
+        if len(boxes):
             break
-    boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], dtype=np.float64).reshape(-1, 4)
-    return boxes / scale, np.asarray(scores, np.float64)  # >= 0: detections below threshold 0 are dropped
+    return boxes / scale, scores
 
 
 def _hog_scales(side: int) -> list[tuple[float, int]]:
@@ -702,10 +707,8 @@ def _scrfd(model_path):
         nose 9.8 photo px from where the face alone put them; 0.8 px with this)."""
         x0, y0, x1, y1 = box
         centre, reach = np.array([(x0 + x1) / 2, (y0 + y1) / 2]), 1.5 * max(x1 - x0, y1 - y0)
-        height, width = image.shape[:2]
-        left, top = max(0, int(centre[0] - reach)), max(0, int(centre[1] - reach))
-        right, bottom = min(width, int(np.ceil(centre[0] + reach))), min(height, int(np.ceil(centre[1] + reach)))
-        boxes, _, found = run(image[top:bottom, left:right], 640)
+        region, (left, top) = _window(image, centre, reach)
+        boxes, _, found = run(region, 640)
         if not len(boxes):
             return keypoints
         offset = np.array([left, top], np.float32)

@@ -36,6 +36,7 @@ from ..errors import AudioError, ImageError
 from .eye_process import EyeProcess, EyeProcessConfig
 from .hub import SafeHubMixin
 from .mouth_motion import MouthMotion, MouthMotionConfig
+from .syncnet import LUMA  # BT.601 luma weights: the brightness eye_colour="still" keeps
 from .warp import warp_still
 
 FRAME_HEIGHT, FRAME_WIDTH = 128, 96
@@ -45,8 +46,6 @@ OUTPUTS = ("frame", "blend")
 EYELIDS = ("decoder", "warp", "both")
 EYE_COLOURS = ("decoded", "still")
 EYE_COLOUR_BLUR = 2.0  # px: the Gaussian the still's colour is blurred by for eye_colour="still"
-# ITU-R BT.601 luma weights: the brightness eye_colour="still" keeps.
-LUMA = (0.299, 0.587, 0.114)
 # Blend mask starts at sigmoid(-2) ≈ 0.12: the first frames are nearly the still, not grey noise.
 BLEND_MASK_BIAS = -2.0
 SKIP_LEVELS = 4

@@ -34,7 +34,7 @@ EXPERT_CONFIG = ASSET_DIR / "syncnet.json"
 EXPERT_WEIGHTS = ASSET_DIR / "syncnet.safetensors"
 
 CROP_HEIGHT, CROP_WIDTH = 128, 96  # the canonical aligned crop (speech_anim.face)
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 RGB -> gray
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 RGB -> gray
 
 
 @dataclass
@@ -149,7 +149,7 @@ def mouth_frames(crops, config: SyncNetConfig | None = None) -> torch.Tensor:
         video = crops.float()
         if video.ndim != 4 or tuple(video.shape[1:]) != (3, CROP_HEIGHT, CROP_WIDTH):
             raise VideoError(f"expected T×3×{CROP_HEIGHT}×{CROP_WIDTH} crops, got {tuple(video.shape)}")
-    luma = torch.tensor(_LUMA, dtype=video.dtype, device=video.device).view(1, 3, 1, 1)
+    luma = torch.tensor(LUMA, dtype=video.dtype, device=video.device).view(1, 3, 1, 1)
     top, bottom, left, right = config.mouth_box
     gray = (video[:, :, top:bottom, left:right] * luma).sum(1, keepdim=True)
     return F.avg_pool2d(gray, config.mouth_scale)[:, 0]
